@@ -508,13 +508,14 @@ function onHistory(frame) {
   conv.hasMore = Boolean(frame.hasMore);
   if (kind === "initial") conv.loaded = true;
   if (!isOpen) return;
+  // Controls above the list change height too: update them before restoring the anchor.
+  updateHistoryControls();
   if (anchor) {
     renderMessages({});
     restoreScrollAnchor(anchor);
   } else {
     renderMessages({ forceBottom: true });
   }
-  updateHistoryControls();
 }
 
 function onErrorFrame(frame) {
@@ -907,8 +908,13 @@ function wireEvents() {
   });
   el.input.addEventListener("input", onComposerInput);
 
+  // Only a move upwards near the top pages back; landing near the top because the
+  // first page barely overflows (we scroll to the bottom after it) must not.
+  let lastScrollTop = 0;
   el.scroller.addEventListener("scroll", () => {
-    if (el.scroller.scrollTop < LOAD_OLDER_THRESHOLD_PX) loadOlder();
+    const top = el.scroller.scrollTop;
+    if (top < LOAD_OLDER_THRESHOLD_PX && top <= lastScrollTop) loadOlder();
+    lastScrollTop = top;
   }, { passive: true });
   // When the page is not yet scrollable, a wheel or swipe upward still asks for more.
   el.scroller.addEventListener("wheel", (event) => {

@@ -1,0 +1,412 @@
+// Browser end-to-end test: two chat nodes on one database and Redis prefix, two users in
+// two browser contexts (user A on node 1, user B on node 2), everything asserted through
+// the DOM of the shipped client.
+//
+// Run: CHAT_NODE_BIN=/path/to/chat-node node --test browser.test.mjs
+// Needs MariaDB (root, no password) on 127.0.0.1:3306, Redis on 127.0.0.1:6379 and
+// Debian's chromium at /usr/bin/chromium (./ensure-chromium.sh installs it).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, mkdirSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const SHOTS = path.join(HERE, "screenshots");
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const READY_TIMEOUT_MS = 60_000;
+const STEP_TIMEOUT_MS = 15_000;
+const RECONNECT_TIMEOUT_MS = 45_000;
+
+const hex = (bytes) => randomBytes(bytes).toString("hex");
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const BIN = process.env.CHAT_NODE_BIN;
+const DB_NAME = `chat_e2e_${hex(6)}`;
+const REDIS_PREFIX = `e2e_${hex(6)}`;
+const SESSION_KEY = hex(48); // 96 characters, shared by both nodes
+
+const nodes = {}; // name -> { port, url, child, log }
+let browser = null;
+const pageErrors = [];
+
+// ---------------------------------------------------------------------------
+// Cluster
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function nodeEnv(name, port) {
+  return {
+    ...process.env,
+    CHAT_LISTEN: `127.0.0.1:${port}`,
+    DATABASE_URL: `mysql://root@127.0.0.1:3306/${DB_NAME}`,
+    REDIS_URL: "redis://127.0.0.1:6379",
+    CHAT_REDIS_PREFIX: REDIS_PREFIX,
+    CHAT_SESSION_KEY: SESSION_KEY,
+    CHAT_BCRYPT_COST: "4",
+    CHAT_NODE_ID: `e2e-${name}`,
+    RUST_LOG: process.env.RUST_LOG || "info",
+  };
+}
+
+function startNode(name, port) {
+  mkdirSync(SHOTS, { recursive: true });
+  const log = createWriteStream(path.join(SHOTS, `node-${name}.log`), { flags: "a" });
+  const child = spawn(BIN, [], { env: nodeEnv(name, port), stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
+  const node = { name, port, url: `http://127.0.0.1:${port}`, child, log, exited: null };
+  child.on("exit", (code, signal) => { node.exited = { code, signal }; });
+  nodes[name] = node;
+  return node;
+}
+
+async function waitReady(node) {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  let last = "no answer";
+  while (Date.now() < deadline) {
+    if (node.exited) {
+      throw new Error(`node ${node.name} exited early (${JSON.stringify(node.exited)}); see screenshots/node-${node.name}.log`);
+    }
+    try {
+      const response = await fetch(`${node.url}/readyz`);
+      if (response.status === 200) return;
+      last = `status ${response.status}`;
+    } catch (error) {
+      last = error.cause?.code ?? error.message;
+    }
+    await sleep(250);
+  }
+  throw new Error(`node ${node.name} not ready within ${READY_TIMEOUT_MS} ms (${last})`);
+}
+
+function killNode(node, signal = "SIGKILL") {
+  return new Promise((resolve) => {
+    if (!node || node.exited) return resolve();
+    node.child.once("exit", () => resolve());
+    node.child.kill(signal);
+  });
+}
+
+function cleanupStores() {
+  try {
+    execFileSync("mariadb", ["-uroot", "-h127.0.0.1", "-P3306", "-e", `DROP DATABASE IF EXISTS \`${DB_NAME}\``], { stdio: "pipe" });
+  } catch (error) {
+    console.error(`could not drop ${DB_NAME}: ${error.stderr ?? error.message}`);
+  }
+  try {
+    const keys = execFileSync("redis-cli", ["-h", "127.0.0.1", "-p", "6379", "--scan", "--pattern", `${REDIS_PREFIX}:*`], { encoding: "utf8" })
+      .split("\n").filter(Boolean);
+    for (let i = 0; i < keys.length; i += 200) {
+      execFileSync("redis-cli", ["-h", "127.0.0.1", "-p", "6379", "DEL", ...keys.slice(i, i + 200)], { stdio: "pipe" });
+    }
+  } catch (error) {
+    console.error(`could not delete redis keys ${REDIS_PREFIX}:*: ${error.message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Browser helpers
+
+async function newUserPage(url) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  page.dialogs = [];
+  page.on("dialog", async (dialog) => {
+    page.dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  page.on("pageerror", (error) => pageErrors.push(`${url}: ${error.message}`));
+  if (process.env.E2E_DEBUG) page.on("console", (message) => console.error(`[${url}] ${message.text()}`));
+  await page.goto(url);
+  return page;
+}
+
+async function shot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+}
+
+function userButton(page, username) {
+  return page.locator(`#user-list button[data-username="${username}"]`);
+}
+
+/** Message list items of the open conversation whose text is exactly `text`. */
+function messagesWithText(page, text) {
+  return page.locator("#messages li.message").filter({
+    has: page.locator(".message-text", { hasText: new RegExp(`^${escapeRegExp(text)}$`) }),
+  });
+}
+
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+async function messageTexts(page) {
+  return page.locator("#messages li.message .message-text").allTextContents();
+}
+
+async function waitUntil(page, fn, arg, timeout = STEP_TIMEOUT_MS) {
+  await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+}
+
+async function register(page, username, password) {
+  await page.locator("#auth-view").waitFor();
+  await page.fill("#username", username);
+  await page.fill("#password", password);
+  await page.click("#register-button");
+  await page.locator("#chat-view").waitFor();
+  assert.equal(await page.textContent("#me"), username);
+}
+
+/** Sends through the composer and waits until the server acknowledged it (not pending). */
+async function sendMessage(page, text) {
+  await page.fill("#message-input", text);
+  await page.press("#message-input", "Enter");
+  await messagesWithText(page, text).and(page.locator("li.message[data-id]:not(.pending)")).first().waitFor();
+}
+
+async function openConversation(page, peer) {
+  await userButton(page, peer).click();
+  await waitUntil(page, (name) => document.querySelector("#conversation-title")?.textContent === name, peer);
+  await page.locator("#history-status", { hasText: "Loading" }).waitFor({ state: "hidden" });
+}
+
+// ---------------------------------------------------------------------------
+// The scenario
+
+before(async () => {
+  assert.ok(BIN, "CHAT_NODE_BIN must point to the built chat-node binary (cargo build -p chat-node)");
+  const [portA, portB] = [await freePort(), await freePort()];
+  // Node 1 first: it creates the database and runs the migrations.
+  await waitReady(startNode("a", portA));
+  await waitReady(startNode("b", portB));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  try {
+    if (browser) await browser.close();
+  } finally {
+    await Promise.all(Object.values(nodes).map((node) => killNode(node)));
+    for (const node of Object.values(nodes)) node.log.end();
+    cleanupStores();
+  }
+});
+
+test("two users chat through two nodes in real browsers", async (t) => {
+  const password = `pw-${hex(6)}`;
+  const userA = `alice_${hex(3)}`;
+  const userB = `bob_${hex(3)}`;
+  const conversation = []; // every text of the A–B conversation, in the order it was stored
+  let pageA;
+  let pageB;
+
+  await t.test("1. both register, log in and see each other online", async () => {
+    pageA = await newUserPage(nodes.a.url);
+    pageB = await newUserPage(nodes.b.url);
+
+    // Field errors land next to the right field.
+    await pageA.locator("#auth-view").waitFor();
+    await pageA.fill("#username", "x");
+    await pageA.fill("#password", password);
+    await pageA.click("#register-button");
+    await pageA.locator("#username-error").filter({ hasText: /\S/ }).waitFor();
+    await pageA.fill("#username", `short_${hex(2)}`);
+    await pageA.fill("#password", "short");
+    await pageA.click("#register-button");
+    await pageA.locator("#password-error").filter({ hasText: /\S/ }).waitFor();
+    await pageA.fill("#username", `nobody_${hex(3)}`);
+    await pageA.fill("#password", password);
+    await pageA.click("#login-button");
+    await pageA.locator("#form-error").filter({ hasText: /\S/ }).waitFor();
+
+    await register(pageA, userA, password);
+    await register(pageB, userB, password);
+
+    await userButton(pageB, userA).and(pageB.locator('[data-online="true"]')).waitFor();
+    await userButton(pageA, userB).and(pageA.locator('[data-online="true"]')).waitFor();
+
+    // A reload goes straight to the chat through GET /api/me.
+    await pageA.reload();
+    await pageA.locator("#chat-view").waitFor();
+    await userButton(pageA, userB).and(pageA.locator('[data-online="true"]')).waitFor();
+  });
+
+  await t.test("2. messages go both ways and show on both sides", async () => {
+    await openConversation(pageA, userB);
+    await openConversation(pageB, userA);
+
+    const hello = `Hi ${userB}, this is ${userA} on node a`;
+    await sendMessage(pageA, hello);
+    conversation.push(hello);
+    await messagesWithText(pageB, hello).waitFor();
+
+    const reply = `Hello ${userA}! Answering from node b.`;
+    await sendMessage(pageB, reply);
+    conversation.push(reply);
+    await messagesWithText(pageA, reply).waitFor();
+
+    // Own messages on one side, the peer's on the other, each with a time.
+    assert.equal(await messagesWithText(pageA, hello).getAttribute("data-own"), "true");
+    assert.equal(await messagesWithText(pageA, reply).getAttribute("data-own"), "false");
+    assert.equal(await messagesWithText(pageB, hello).getAttribute("data-own"), "false");
+    assert.match(await messagesWithText(pageB, hello).locator("time").textContent(), /\d/);
+    await shot(pageA, "2-chat-a");
+    await shot(pageB, "2-chat-b");
+  });
+
+  await t.test("3. B sees A typing, and the notice goes away", async () => {
+    const typingText = `${userA} is typing…`;
+    const notice = pageB.locator("#typing-indicator");
+
+    await pageA.locator("#message-input").pressSequentially("Let me think", { delay: 60 });
+    await notice.filter({ hasText: typingText }).waitFor();
+    // After 2 s without a key press A sends doneTyping.
+    await waitUntil(pageB, () => document.querySelector("#typing-indicator").textContent === "", null, 4000);
+
+    await pageA.locator("#message-input").pressSequentially(" about it", { delay: 60 });
+    await notice.filter({ hasText: typingText }).waitFor();
+    const sent = "Let me think about it";
+    await pageA.press("#message-input", "Enter");
+    conversation.push(sent);
+    await messagesWithText(pageB, sent).waitFor();
+    await waitUntil(pageB, () => document.querySelector("#typing-indicator").textContent === "", null, 1500);
+  });
+
+  await t.test("4. reopening shows the newest 10, scrolling up pages back to all 25", async () => {
+    for (let i = conversation.length + 1; i <= 24; i += 1) {
+      const text = `Message number ${i}`;
+      await sendMessage(i % 2 === 0 ? pageA : pageB, text);
+      conversation.push(text);
+    }
+    await messagesWithText(pageB, "Message number 24").waitFor();
+
+    // Unread badge: B has no conversation open while A writes the 25th.
+    await pageB.reload();
+    await pageB.locator("#chat-view").waitFor();
+    await userButton(pageB, userA).and(pageB.locator('[data-online="true"]')).waitFor();
+    await sendMessage(pageA, "Message number 25");
+    conversation.push("Message number 25");
+    await userButton(pageB, userA).locator(".unread-badge", { hasText: "1" }).waitFor();
+    assert.equal(conversation.length, 25);
+
+    await openConversation(pageB, userA);
+    await userButton(pageB, userA).locator(".unread-badge").waitFor({ state: "hidden" });
+    assert.deepEqual(await messageTexts(pageB), conversation.slice(-10), "the newest 10 messages, oldest first");
+    await shot(pageB, "4-newest-10");
+
+    const scroller = pageB.locator("#messages-scroller");
+    let count = 10;
+    for (let round = 0; round < 5 && count < conversation.length; round += 1) {
+      // Where the first loaded message sits, measured from the top of the scrolled content.
+      const firstId = await pageB.locator("#messages li.message").first().getAttribute("data-id");
+      const first = pageB.locator(`#messages li.message[data-id="${firstId}"]`);
+      const offsetAtTop = await first.evaluate((node) => {
+        const scrollerNode = document.querySelector("#messages-scroller");
+        return node.getBoundingClientRect().top - scrollerNode.getBoundingClientRect().top + scrollerNode.scrollTop;
+      });
+      await scroller.evaluate((node) => {
+        node.scrollTop = 0;
+        node.dispatchEvent(new Event("scroll"));
+      });
+      await waitUntil(pageB, (n) => document.querySelectorAll("#messages li.message").length > n, count);
+      await pageB.locator("#load-older", { hasText: "Loading" }).waitFor({ state: "hidden" });
+      const offsetNow = await first.evaluate((node) =>
+        node.getBoundingClientRect().top - document.querySelector("#messages-scroller").getBoundingClientRect().top);
+      assert.ok(Math.abs(offsetNow - offsetAtTop) < 4,
+        `the view kept its place when older messages were prepended (moved ${offsetNow - offsetAtTop}px)`);
+      count = await pageB.locator("#messages li.message").count();
+      if (round === 0) assert.equal(count, 20, "one page of 10 older messages");
+    }
+    assert.deepEqual(await messageTexts(pageB), conversation, "all 25 messages, in order");
+    await pageB.locator("#history-status", { hasText: "Beginning of the conversation" }).waitFor();
+    await shot(pageB, "4-all-messages");
+  });
+
+  await t.test("5. node b dies and comes back; B reconnects and misses nothing", async () => {
+    const status = pageB.locator("#connection-status");
+    assert.equal(await status.isVisible(), false, "no reconnect notice while connected");
+
+    await killNode(nodes.b, "SIGKILL");
+    await status.filter({ hasText: "reconnecting…" }).waitFor();
+    await shot(pageB, "5-reconnecting");
+
+    const meanwhile = [`While b was down 1 ${hex(2)}`, `While b was down 2 ${hex(2)}`, `While b was down 3 ${hex(2)}`];
+    const restart = (async () => {
+      await sleep(1500);
+      await waitReady(startNode("b", nodes.b.port));
+    })();
+    for (const text of meanwhile) {
+      await sendMessage(pageA, text);
+      conversation.push(text);
+      await sleep(400);
+    }
+    // B writes while disconnected: kept in the outbox, sent once after reconnecting.
+    const offline = `Written by ${userB} while offline`;
+    await pageB.fill("#message-input", offline);
+    await pageB.press("#message-input", "Enter");
+    await messagesWithText(pageB, offline).and(pageB.locator(".pending")).waitFor();
+
+    await restart;
+    await status.waitFor({ state: "hidden", timeout: RECONNECT_TIMEOUT_MS });
+    for (const text of meanwhile) {
+      await messagesWithText(pageB, text).first().waitFor();
+    }
+    await messagesWithText(pageA, offline).first().waitFor();
+    conversation.push(offline);
+    await messagesWithText(pageB, offline).and(pageB.locator("[data-id]:not(.pending)")).waitFor();
+    await sleep(1000); // let any duplicate arrive before counting
+    for (const text of [...meanwhile, offline]) {
+      assert.equal(await messagesWithText(pageB, text).count(), 1, `"${text}" shown once on B`);
+      assert.equal(await messagesWithText(pageA, text).count(), 1, `"${text}" shown once on A`);
+    }
+    assert.deepEqual(await messageTexts(pageB), conversation, "B's view holds every message in order");
+    // The directory came back: A is listed and online again.
+    await userButton(pageB, userA).and(pageB.locator('[data-online="true"]')).waitFor();
+  });
+
+  await t.test("6. markup in a message is shown as text", async () => {
+    const nasty = "<script>alert(1)</script><b>x</b>";
+    await sendMessage(pageA, nasty);
+    conversation.push(nasty);
+    await messagesWithText(pageB, nasty).waitFor();
+    for (const page of [pageA, pageB]) {
+      assert.equal(await page.locator("#messages b").count(), 0, "no <b> element created");
+      assert.equal(await page.locator("#messages script").count(), 0, "no <script> element created");
+    }
+    await sleep(300);
+    assert.deepEqual(pageA.dialogs, []);
+    assert.deepEqual(pageB.dialogs, []);
+    await shot(pageA, "6-chat-a");
+  });
+
+  await t.test("7. B logs out and A sees B offline", async () => {
+    await pageB.click("#logout-button");
+    await pageB.locator("#auth-view").waitFor();
+    await userButton(pageA, userB).and(pageA.locator('[data-online="false"]')).waitFor();
+    await pageB.reload();
+    await pageB.locator("#auth-view").waitFor();
+    assert.deepEqual(pageErrors, [], "no uncaught errors in the pages");
+  });
+});
