@@ -1,0 +1,483 @@
+//! Fan-out: the node's local connections and its one Redis pub/sub connection.
+//!
+//! Every user has a channel (`<prefix>:u:<id>`) carrying their messages, typing and logout
+//! events, and a presence channel (`<prefix>:p:<name>`). A node subscribes to the user
+//! channels of its connected users and the presence channels its connections watch, all
+//! on one subscriber connection; the [`Hub`] counts who needs what, and the subscriber task
+//! turns the changes into batched SUBSCRIBE/UNSUBSCRIBE commands. Publishing a message
+//! costs two PUBLISH calls whatever the number of nodes, and Redis hands it only to the
+//! nodes that hold one of the two users.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::redis_store::{Keys, Redis};
+
+pub type ConnId = u64;
+
+/// How many frames may wait for one slow socket before the node gives up on it.
+pub const OUTBOX_CAPACITY: usize = 512;
+const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What a socket task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(ByteString),
+    /// Close with this code (the session was logged out, or the node lost Redis).
+    Close(u16, &'static str),
+}
+
+/// The envelope on a user channel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum UserEvent<F> {
+    /// A server frame for every connection of the user. `peer` is the other party, so
+    /// connections start watching their presence; `storedAtUs` times the fan-out.
+    Frame {
+        frame: F,
+        #[serde(default)]
+        peer: Option<String>,
+        #[serde(default, rename = "storedAtUs")]
+        stored_at_us: Option<i64>,
+    },
+    /// The session with this tag logged out: its sockets close.
+    Logout {
+        #[serde(rename = "sessionTag")]
+        session_tag: String,
+    },
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Sub {
+    User(i64),
+    Presence(String),
+}
+
+struct Conn {
+    user_id: i64,
+    username: String,
+    session_tag: String,
+    tx: mpsc::Sender<Outbound>,
+    watching: HashSet<String>,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Conn>,
+    by_user: HashMap<i64, HashSet<ConnId>>,
+    watchers: HashMap<String, HashSet<ConnId>>,
+    /// Subscriptions that may have changed since the subscriber last looked.
+    dirty: HashSet<Sub>,
+}
+
+impl State {
+    fn wanted(&self, sub: &Sub) -> bool {
+        match sub {
+            Sub::User(id) => self.by_user.contains_key(id),
+            Sub::Presence(name) => self.watchers.contains_key(name),
+        }
+    }
+
+    fn send(&self, id: ConnId, out: Outbound) -> bool {
+        match self.conns.get(&id) {
+            Some(conn) => conn.tx.try_send(out).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// The node's registry of local sockets; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    state: Mutex<State>,
+    keys: Keys,
+    next_id: AtomicU64,
+    changed: Notify,
+    flush_tx: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    metrics: Metrics,
+}
+
+impl Hub {
+    pub fn new(keys: Keys, metrics: Metrics) -> (Self, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let hub = Self {
+            inner: Arc::new(HubInner {
+                state: Mutex::new(State::default()),
+                keys,
+                next_id: AtomicU64::new(1),
+                changed: Notify::new(),
+                flush_tx,
+                metrics,
+            }),
+        };
+        (hub, flush_rx)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in the few lines below; the map
+        // stays consistent at every await-free step, so keep serving.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn register(
+        &self,
+        user_id: i64,
+        username: &str,
+        session_tag: &str,
+        tx: mpsc::Sender<Outbound>,
+    ) -> ConnId {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state();
+        st.conns.insert(
+            id,
+            Conn {
+                user_id,
+                username: username.to_owned(),
+                session_tag: session_tag.to_owned(),
+                tx,
+                watching: HashSet::new(),
+            },
+        );
+        let conns = st.by_user.entry(user_id).or_default();
+        conns.insert(id);
+        if conns.len() == 1 {
+            st.dirty.insert(Sub::User(user_id));
+        }
+        let users = st.by_user.len();
+        drop(st);
+        self.inner.metrics.connected_users.set(users as i64);
+        self.inner.changed.notify_one();
+        id
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        let mut st = self.state();
+        let Some(conn) = st.conns.remove(&id) else {
+            return;
+        };
+        for name in &conn.watching {
+            if let Some(set) = st.watchers.get_mut(name) {
+                set.remove(&id);
+                if set.is_empty() {
+                    st.watchers.remove(name);
+                    st.dirty.insert(Sub::Presence(name.clone()));
+                }
+            }
+        }
+        if let Some(set) = st.by_user.get_mut(&conn.user_id) {
+            set.remove(&id);
+            if set.is_empty() {
+                st.by_user.remove(&conn.user_id);
+                st.dirty.insert(Sub::User(conn.user_id));
+            }
+        }
+        let users = st.by_user.len();
+        drop(st);
+        self.inner.metrics.connected_users.set(users as i64);
+        self.inner.changed.notify_one();
+    }
+
+    /// The socket now receives presence changes of these users.
+    pub fn watch<'a>(&self, id: ConnId, usernames: impl IntoIterator<Item = &'a str>) {
+        let mut st = self.state();
+        let mut fresh = Vec::new();
+        if let Some(conn) = st.conns.get_mut(&id) {
+            for name in usernames {
+                if conn.watching.insert(name.to_owned()) {
+                    fresh.push(name.to_owned());
+                }
+            }
+        }
+        let mut changed = false;
+        for name in fresh {
+            let set = st.watchers.entry(name.clone()).or_default();
+            set.insert(id);
+            if set.len() == 1 {
+                st.dirty.insert(Sub::Presence(name));
+                changed = true;
+            }
+        }
+        drop(st);
+        if changed {
+            self.inner.changed.notify_one();
+        }
+    }
+
+    /// Waits until the subscriber has applied every change made so far.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.flush_tx.send(tx).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn is_connected(&self, user_id: i64) -> bool {
+        self.state().by_user.contains_key(&user_id)
+    }
+
+    pub fn local_users(&self) -> Vec<String> {
+        let st = self.state();
+        let mut names: Vec<String> = st
+            .by_user
+            .values()
+            .filter_map(|ids| ids.iter().next())
+            .filter_map(|id| st.conns.get(id).map(|c| c.username.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Asks every socket to close, e.g. when deliveries may have been missed.
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let st = self.state();
+        for conn in st.conns.values() {
+            let _ = conn.tx.try_send(Outbound::Close(code, reason));
+        }
+    }
+
+    fn take_dirty(&self) -> Vec<(String, bool)> {
+        let mut st = self.state();
+        let dirty: Vec<Sub> = st.dirty.drain().collect();
+        dirty
+            .into_iter()
+            .map(|sub| {
+                let wanted = st.wanted(&sub);
+                (self.channel_name(&sub), wanted)
+            })
+            .collect()
+    }
+
+    fn all_wanted(&self) -> Vec<String> {
+        let mut st = self.state();
+        st.dirty.clear();
+        let users = st.by_user.keys().map(|id| Sub::User(*id));
+        let presence = st.watchers.keys().map(|n| Sub::Presence(n.clone()));
+        users
+            .chain(presence)
+            .map(|s| self.channel_name(&s))
+            .collect()
+    }
+
+    fn channel_name(&self, sub: &Sub) -> String {
+        match sub {
+            Sub::User(id) => self.inner.keys.user_channel(*id),
+            Sub::Presence(name) => self.inner.keys.presence_channel(name),
+        }
+    }
+
+    fn parse_channel(&self, channel: &str) -> Option<Sub> {
+        let rest = channel
+            .strip_prefix(self.inner.keys.prefix())?
+            .strip_prefix(':')?;
+        if let Some(id) = rest.strip_prefix("u:") {
+            return id.parse().ok().map(Sub::User);
+        }
+        rest.strip_prefix("p:").map(|n| Sub::Presence(n.to_owned()))
+    }
+
+    /// Hands one pub/sub message to the local sockets it concerns.
+    pub fn dispatch(&self, channel: &str, payload: &[u8]) {
+        match self.parse_channel(channel) {
+            Some(Sub::User(user_id)) => self.dispatch_user(user_id, payload),
+            Some(Sub::Presence(name)) => {
+                let Ok(text) = std::str::from_utf8(payload) else {
+                    return;
+                };
+                let text = ByteString::from(text.to_owned());
+                let st = self.state();
+                let ids: Vec<ConnId> = st
+                    .watchers
+                    .get(&name)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                let stuck: Vec<ConnId> = ids
+                    .into_iter()
+                    .filter(|id| !st.send(*id, Outbound::Text(text.clone())))
+                    .collect();
+                drop(st);
+                self.evict(stuck);
+            }
+            None => tracing::warn!(channel, "message on an unknown channel"),
+        }
+    }
+
+    fn dispatch_user(&self, user_id: i64, payload: &[u8]) {
+        let event: UserEvent<&RawValue> = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable event on a user channel");
+                return;
+            }
+        };
+        let mut st = self.state();
+        let ids: Vec<ConnId> = st
+            .by_user
+            .get(&user_id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        match event {
+            UserEvent::Frame {
+                frame,
+                peer,
+                stored_at_us,
+            } => {
+                let text = ByteString::from(frame.get().to_owned());
+                let mut stuck = Vec::new();
+                let mut newly_watched = Vec::new();
+                for id in &ids {
+                    if !st.send(*id, Outbound::Text(text.clone())) {
+                        stuck.push(*id);
+                    }
+                    if let (Some(peer), Some(conn)) = (&peer, st.conns.get_mut(id)) {
+                        if conn.watching.insert(peer.clone()) {
+                            newly_watched.push(*id);
+                        }
+                    }
+                }
+                if let Some(peer) = &peer {
+                    for id in newly_watched {
+                        let set = st.watchers.entry(peer.clone()).or_default();
+                        set.insert(id);
+                        if set.len() == 1 {
+                            st.dirty.insert(Sub::Presence(peer.clone()));
+                        }
+                    }
+                }
+                drop(st);
+                self.inner.changed.notify_one();
+                if let Some(stored) = stored_at_us {
+                    let delivered = (ids.len() - stuck.len()) as u64;
+                    self.inner.metrics.messages_delivered.inc_by(delivered);
+                    let latency = (now_us() - stored).max(0) as f64 / 1e6;
+                    self.inner.metrics.fanout_latency.observe(latency);
+                }
+                self.evict(stuck);
+            }
+            UserEvent::Logout { session_tag } => {
+                for id in ids {
+                    let same = st.conns.get(&id).is_some_and(|c| c.session_tag == session_tag);
+                    if same {
+                        st.send(id, Outbound::Close(1008, "logged out"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sockets whose outbox is full are closed rather than slowing everyone down; the
+    /// client reconnects and syncs.
+    fn evict(&self, stuck: Vec<ConnId>) {
+        if stuck.is_empty() {
+            return;
+        }
+        let mut st = self.state();
+        for id in stuck {
+            tracing::warn!(conn = id, "socket too slow, closing it");
+            // Dropping the sender ends the socket task's outbox, which closes the socket.
+            if let Some(conn) = st.conns.get_mut(&id) {
+                let (dead, _) = mpsc::channel(1);
+                conn.tx = dead;
+            }
+        }
+    }
+}
+
+/// Runs the node's subscriber connection until `shutdown`; reconnects when Redis drops it.
+pub async fn run_subscriber(
+    hub: Hub,
+    redis: Redis,
+    mut flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    shutdown: CancellationToken,
+) {
+    let mut first = true;
+    while !shutdown.is_cancelled() {
+        let pubsub = match redis.client().get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "redis subscriber connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(RESUBSCRIBE_BACKOFF) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        if !first {
+            // Messages published while we were away are not replayed by Redis: close the
+            // sockets so their clients reconnect and `sync` what they missed.
+            hub.close_all(1012, "node lost its redis subscription");
+        }
+        first = false;
+        let (mut sink, mut stream) = pubsub.split();
+        let all = hub.all_wanted();
+        if !all.is_empty() {
+            if let Err(e) = sink.subscribe(&all).await {
+                tracing::error!(error = %e, "redis subscribe failed");
+                continue;
+            }
+        }
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes()),
+                    None => {
+                        tracing::error!("redis subscriber connection lost");
+                        break;
+                    }
+                },
+                _ = hub.inner.changed.notified() => {
+                    if apply(&hub, &mut sink).await.is_err() { break; }
+                }
+                Some(ack) = flush_rx.recv() => {
+                    let ok = apply(&hub, &mut sink).await.is_ok();
+                    let _ = ack.send(());
+                    if !ok { break; }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn apply(hub: &Hub, sink: &mut redis::aio::PubSubSink) -> Result<(), redis::RedisError> {
+    let changes = hub.take_dirty();
+    let (subscribe, unsubscribe): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, w)| *w);
+    let subscribe: Vec<String> = subscribe.into_iter().map(|(c, _)| c).collect();
+    let unsubscribe: Vec<String> = unsubscribe.into_iter().map(|(c, _)| c).collect();
+    if !subscribe.is_empty() {
+        sink.subscribe(&subscribe).await?;
+    }
+    if !unsubscribe.is_empty() {
+        sink.unsubscribe(&unsubscribe).await?;
+    }
+    Ok(())
+}
+
+/// Bytes of a frame serialised once for every socket it goes to.
+pub fn frame_text(frame: &impl Serialize) -> ByteString {
+    ByteString::from(serde_json::to_string(frame).unwrap_or_default())
+}

@@ -1,0 +1,128 @@
+//! Settings: every flag is also an environment variable, and every one has a default that
+//! works on a laptop. The README lists them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A development session key: good enough for a laptop, announced with a warning.
+pub const DEV_SESSION_KEY: &str =
+    "chat-dev-session-key-do-not-use-in-production-0123456789abcdef0123456789abcdef";
+
+#[derive(Debug, Parser)]
+#[command(name = "chat-node", version, about = "A stateless chat node")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP and WebSockets (the default).
+    Serve,
+    /// Create the database if missing, run pending migrations, and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/chat"
+    )]
+    pub database_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Every Redis key and channel of the node, sessions included, starts with it.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
+    pub redis_prefix: String,
+    /// Unique per process in a cluster; defaults to hostname and pid.
+    #[arg(long, env = "CHAT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Shared by every node of a cluster, at least 32 bytes.
+    #[arg(long, env = "CHAT_SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+    /// Comma-separated origins allowed to open WebSockets, besides the node's own.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    #[arg(long, env = "CHAT_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+    /// Mark the session cookie Secure (set it when clients reach the node over TLS).
+    #[arg(long, env = "CHAT_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+    #[arg(long, env = "CHAT_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+    /// Upper bound on a graceful drain after SIGTERM.
+    #[arg(long, env = "CHAT_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    pub drain_timeout_secs: u64,
+    #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+    #[arg(long, env = "CHAT_REDIS_POOL_SIZE", default_value_t = 16)]
+    pub redis_pool_size: usize,
+    /// Failed logins per username within 5 minutes before logins answer 429.
+    #[arg(long, env = "CHAT_LOGIN_MAX_FAILURES", default_value_t = 10)]
+    pub login_max_failures: u32,
+    /// Sustained WebSocket frames per second a connection may send.
+    #[arg(long, env = "CHAT_WS_RATE", default_value_t = 20)]
+    pub ws_rate: u32,
+    /// Frames a connection may send in a burst above the sustained rate.
+    #[arg(long, env = "CHAT_WS_BURST", default_value_t = 40)]
+    pub ws_burst: u32,
+    /// How often a node renews its presence keys.
+    #[arg(long, env = "CHAT_PRESENCE_HEARTBEAT_MS", default_value_t = 5000)]
+    pub presence_heartbeat_ms: u64,
+    /// A node whose heartbeat is older than this is dead and its users go offline.
+    #[arg(long, env = "CHAT_PRESENCE_DEAD_AFTER_MS", default_value_t = 15000)]
+    pub presence_dead_after_ms: u64,
+    #[arg(long, env = "CHAT_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "node".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The key material and whether it is the development default.
+    pub fn session_key(&self) -> (&str, bool) {
+        match &self.session_key {
+            Some(key) => (key, false),
+            None => (DEV_SESSION_KEY, true),
+        }
+    }
+
+    /// The node's own origins come first; configured ones follow.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let port = self.listen.port();
+        let mut origins = vec![
+            format!("http://{}", self.listen),
+            format!("http://localhost:{port}"),
+        ];
+        origins.extend(
+            self.allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty()),
+        );
+        origins
+    }
+
+    pub fn presence_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.presence_heartbeat_ms.max(100))
+    }
+
+    pub fn presence_dead_after(&self) -> Duration {
+        Duration::from_millis(self.presence_dead_after_ms.max(300))
+    }
+}

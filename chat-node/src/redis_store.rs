@@ -1,0 +1,145 @@
+//! The Redis pool and the names of every key and channel, all under the node's prefix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Config as PoolConfig, Connection, Pool, PoolConfig as Sizing, Runtime, Timeouts};
+
+const POOL_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("no redis connection: {0}")]
+    Pool(String),
+    #[error("redis command failed: {0}")]
+    Command(#[from] redis::RedisError),
+}
+
+impl From<deadpool_redis::PoolError> for RedisError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        Self::Pool(e.to_string())
+    }
+}
+
+/// Key and channel names. Users' message channels use the numeric id; presence uses the
+/// username as stored, which is what clients see.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn session(&self, session_key: &str) -> String {
+        format!("{}:session:{session_key}", self.prefix)
+    }
+
+    /// Messages, typing and logout events for one user.
+    pub fn user_channel(&self, user_id: i64) -> String {
+        format!("{}:u:{user_id}", self.prefix)
+    }
+
+    pub fn presence_channel_prefix(&self) -> String {
+        format!("{}:p:", self.prefix)
+    }
+
+    pub fn presence_channel(&self, username: &str) -> String {
+        format!("{}:p:{username}", self.prefix)
+    }
+
+    /// Sorted set: node id → time of its last heartbeat (ms).
+    pub fn nodes(&self) -> String {
+        format!("{}:presence:nodes", self.prefix)
+    }
+
+    /// Set: users with a connection on that node.
+    pub fn node_users(&self, node_id: &str) -> String {
+        format!("{}:presence:node:{node_id}", self.prefix)
+    }
+
+    pub fn user_nodes_prefix(&self) -> String {
+        format!("{}:presence:user:", self.prefix)
+    }
+
+    /// Set: nodes holding a connection of that user.
+    pub fn user_nodes(&self, username: &str) -> String {
+        format!("{}{username}", self.user_nodes_prefix())
+    }
+
+    /// Set: every user online anywhere.
+    pub fn online(&self) -> String {
+        format!("{}:presence:online", self.prefix)
+    }
+
+    pub fn login_failures(&self, username: &str) -> String {
+        format!("{}:login-failures:{}", self.prefix, username.to_ascii_lowercase())
+    }
+}
+
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    client: redis::Client,
+    pub keys: Keys,
+}
+
+impl Redis {
+    pub fn new(url: &str, prefix: &str, size: usize) -> Result<Self, RedisError> {
+        let mut cfg = PoolConfig::from_url(url);
+        cfg.pool = Some(Sizing {
+            max_size: size.max(1),
+            timeouts: Timeouts {
+                wait: Some(POOL_WAIT),
+                create: Some(POOL_WAIT),
+                recycle: Some(POOL_WAIT),
+            },
+            ..Sizing::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| RedisError::Pool(e.to_string()))?;
+        let client = redis::Client::open(url)?;
+        Ok(Self {
+            pool,
+            client,
+            keys: Keys::new(prefix),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub async fn conn(&self) -> Result<Connection, RedisError> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), RedisError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! What every handler and socket task shares, behind cheap clones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chat_common::{validate, ErrorCode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Hub;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::redis_store::Redis;
+use crate::storage::users::User;
+use crate::storage::Db;
+
+/// Settings the request path reads.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub bcrypt_cost: u32,
+    pub login_max_failures: u32,
+    pub ws_rate: u32,
+    pub ws_burst: u32,
+    pub allowed_origins: Vec<String>,
+}
+
+/// Users are never renamed or deleted, so a found user may be cached for good; the cap
+/// only bounds memory.
+const USER_CACHE_CAP: usize = 100_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub redis: Redis,
+    pub presence: Presence,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    pub limits: Arc<Limits>,
+    pub draining: Arc<AtomicBool>,
+    /// Cancelled when the node drains: every socket task closes with 1012.
+    pub shutdown: CancellationToken,
+    /// Socket tasks, so a drain waits for the writes they have in flight.
+    pub sockets: TaskTracker,
+    users: Arc<Mutex<HashMap<String, User>>>,
+}
+
+impl AppState {
+    pub fn new(
+        db: Db,
+        redis: Redis,
+        presence: Presence,
+        hub: Hub,
+        metrics: Metrics,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            db,
+            redis,
+            presence,
+            hub,
+            metrics,
+            limits: Arc::new(limits),
+            draining: Arc::new(AtomicBool::new(false)),
+            shutdown: CancellationToken::new(),
+            sockets: TaskTracker::new(),
+            users: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The user a client named, or `unknown_user`.
+    pub async fn resolve_user(&self, name: &str) -> Result<User, AppError> {
+        let unknown = || AppError::client(ErrorCode::UnknownUser, format!("no user named {name:?}"));
+        if validate::username(name).is_err() {
+            return Err(unknown());
+        }
+        let key = name.to_ascii_lowercase();
+        let cached = self
+            .users
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).cloned());
+        if let Some(user) = cached {
+            return Ok(user);
+        }
+        let user = self.db.user_by_name(name).await?.ok_or_else(unknown)?;
+        if let Ok(mut cache) = self.users.lock() {
+            if cache.len() >= USER_CACHE_CAP {
+                cache.clear();
+            }
+            cache.insert(key, user.clone());
+        }
+        Ok(user)
+    }
+}

@@ -1,0 +1,73 @@
+//! MySQL through diesel-async on a deadpool pool: accounts, conversations and messages.
+//! Queries live beside the rows they return; callers get plain structs, never diesel types.
+
+mod migrate;
+mod schema;
+pub mod messages;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncMysqlConnection;
+
+pub use migrate::{ensure_database, run_migrations};
+
+/// Longest wait for a pooled connection before the request is answered `unavailable`.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("no database connection: {0}")]
+    Pool(String),
+    #[error("database url: {0}")]
+    Url(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("value out of range: {0}")]
+    Range(String),
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        Self::Pool(e.to_string())
+    }
+}
+
+/// A cloneable handle on the pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<AsyncMysqlConnection>,
+}
+
+impl Db {
+    pub fn new(database_url: &str, size: usize) -> Result<Self, StoreError> {
+        let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(database_url);
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn conn(&self) -> Result<Object<AsyncMysqlConnection>, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        use diesel_async::SimpleAsyncConnection;
+        let mut conn = self.conn().await?;
+        conn.batch_execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub fn status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+}

@@ -1,0 +1,162 @@
+//! Accounts and the user directory.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+
+use super::schema::{channels, users};
+use super::{Db, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserWithHash {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("username taken")]
+    Taken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Db {
+    pub async fn create_user(&self, username: &str, hash: &str) -> Result<User, CreateUserError> {
+        let mut conn = self.conn().await?;
+        let inserted = diesel::insert_into(users::table)
+            .values((users::username.eq(username), users::password_hash.eq(hash)))
+            .execute(&mut conn)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                return Err(CreateUserError::Taken)
+            }
+            Err(e) => return Err(StoreError::from(e).into()),
+        }
+        users::table
+            .filter(users::username.eq(username))
+            .select(User::as_select())
+            .first(&mut conn)
+            .await
+            .map_err(|e| StoreError::from(e).into())
+    }
+
+    /// Case-insensitive, through the column's collation.
+    pub async fn user_with_hash(&self, username: &str) -> Result<Option<UserWithHash>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(users::table
+            .filter(users::username.eq(username))
+            .select(UserWithHash::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(users::table
+            .filter(users::username.eq(username))
+            .select(User::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(users::table
+            .find(id)
+            .select(User::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    /// Usernames after `after` in directory order, at most `limit`.
+    pub async fn usernames_page(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut query = users::table
+            .select(users::username)
+            .order(users::username.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(users::username.gt(after.to_owned()));
+        }
+        Ok(query.load(&mut conn).await?)
+    }
+
+    /// Everyone this user has a conversation with.
+    pub async fn peers(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        let low: Vec<String> = channels::table
+            .inner_join(users::table.on(users::id.eq(channels::user_high)))
+            .filter(channels::user_low.eq(user_id))
+            .select(users::username)
+            .load(&mut conn)
+            .await?;
+        let high: Vec<String> = channels::table
+            .inner_join(users::table.on(users::id.eq(channels::user_low)))
+            .filter(channels::user_high.eq(user_id))
+            .select(users::username)
+            .load(&mut conn)
+            .await?;
+        let mut all = low;
+        all.extend(high);
+        all.sort_by_key(|name| name.to_ascii_lowercase());
+        Ok(all)
+    }
+
+    /// The `updateUsers` list: every other user while they fit in `limit`; past that the
+    /// user's conversation peers first, then others by username, `limit` in all.
+    pub async fn directory(&self, me: &User, limit: usize) -> Result<Vec<String>, StoreError> {
+        let wanted = i64::try_from(limit).map_err(|e| StoreError::Range(e.to_string()))?;
+        let total: i64 = {
+            let mut conn = self.conn().await?;
+            users::table.count().get_result(&mut conn).await?
+        };
+        let not_me = |name: &String| !name.eq_ignore_ascii_case(&me.username);
+        if total <= wanted + 1 {
+            let all = self.usernames_page(None, wanted + 1).await?;
+            return Ok(all.into_iter().filter(not_me).take(limit).collect());
+        }
+        let mut list = self.peers(me.id).await?;
+        list.truncate(limit);
+        let room = limit - list.len();
+        let fetch = i64::try_from(room + list.len() + 1).map_err(|e| StoreError::Range(e.to_string()))?;
+        let others = self.usernames_page(None, fetch).await?;
+        let known: std::collections::HashSet<String> =
+            list.iter().map(|n| n.to_ascii_lowercase()).collect();
+        list.extend(
+            others
+                .into_iter()
+                .filter(not_me)
+                .filter(|n| !known.contains(&n.to_ascii_lowercase()))
+                .take(room),
+        );
+        Ok(list)
+    }
+}
+
+/// Reads `LAST_INSERT_ID()` of the connection, signed like our ids.
+#[derive(QueryableByName)]
+pub(super) struct LastId {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+}

@@ -1,0 +1,136 @@
+//! One task per socket: a `select!` over client frames, frames from the bus, the
+//! heartbeat and the node's shutdown. Everything a socket owns lives here.
+
+use std::time::{Duration, Instant};
+
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError};
+use chat_common::protocol::ServerFrame;
+use tokio::sync::mpsc;
+
+use super::frames::Connection;
+use crate::bus::{frame_text, Outbound, OUTBOX_CAPACITY};
+use crate::http::SessionUser;
+use crate::state::AppState;
+
+/// Frames (and reassembled messages) above this close the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A socket silent for this long (no pong, no frame) is closed.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn reason(code: CloseCode, text: &str) -> Option<CloseReason> {
+    Some(CloseReason {
+        code,
+        description: Some(text.to_owned()),
+    })
+}
+
+pub async fn run(
+    state: AppState,
+    current: SessionUser,
+    mut ws: actix_ws::Session,
+    stream: MessageStream,
+) {
+    let mut stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
+    let (tx, mut outbox) = mpsc::channel(OUTBOX_CAPACITY);
+    let conn_id = state
+        .hub
+        .register(current.user.id, &current.user.username, &current.tag, tx);
+    state.metrics.ws_connections.inc();
+    tracing::info!(user_id = current.user.id, conn = conn_id, "socket opened");
+    let mut conn = Connection::new(state.clone(), current.user.clone(), conn_id);
+
+    let close = match conn.setup().await {
+        Ok(update_users) => {
+            if ws.text(update_users).await.is_ok() {
+                serve(&state, &mut conn, &mut ws, &mut stream, &mut outbox).await
+            } else {
+                None
+            }
+        }
+        Err(err) => {
+            let frame = frame_text(&ServerFrame::error(err.to_api(), None));
+            let _ = ws.text(frame).await;
+            reason(CloseCode::Error, "could not load the directory")
+        }
+    };
+    let _ = ws.close(close).await;
+
+    state.hub.unregister(conn_id);
+    let _transition = state.presence.transition().await;
+    if !state.hub.is_connected(current.user.id) {
+        match state.presence.disconnect(&current.user.username).await {
+            Ok(true) => state.metrics.presence_changed(false),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "presence disconnect failed"),
+        }
+    }
+    state.metrics.ws_connections.dec();
+    tracing::info!(user_id = current.user.id, conn = conn_id, "socket closed");
+}
+
+/// Runs until the socket should close; returns the close reason to send.
+async fn serve(
+    state: &AppState,
+    conn: &mut Connection,
+    ws: &mut actix_ws::Session,
+    stream: &mut actix_ws::AggregatedMessageStream,
+    outbox: &mut mpsc::Receiver<Outbound>,
+) -> Option<CloseReason> {
+    let mut heartbeat = tokio::time::interval(PING_INTERVAL);
+    heartbeat.tick().await;
+    let mut last_seen = Instant::now();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                return reason(CloseCode::Restart, "node is restarting; reconnect");
+            }
+            out = outbox.recv() => match out {
+                Some(Outbound::Text(text)) => {
+                    if ws.text(text).await.is_err() { return None; }
+                }
+                Some(Outbound::Close(code, text)) => {
+                    return reason(CloseCode::from(code), text);
+                }
+                None => return reason(CloseCode::Again, "too slow to keep up; reconnect"),
+            },
+            msg = stream.recv() => {
+                last_seen = Instant::now();
+                match msg {
+                    None => return None,
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        for reply in conn.handle_text(&text).await {
+                            if ws.text(reply).await.is_err() { return None; }
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        let reply = conn.reject_binary();
+                        if ws.text(reply).await.is_err() { return None; }
+                    }
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        if ws.pong(&bytes).await.is_err() { return None; }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) => return None,
+                    Some(Err(ProtocolError::Overflow)) => {
+                        return reason(CloseCode::Size, "frames are at most 64 KiB");
+                    }
+                    Some(Err(e)) => {
+                        tracing::info!(error = %e, "websocket protocol error");
+                        return reason(CloseCode::Protocol, "protocol error");
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > CLIENT_TIMEOUT {
+                    return reason(CloseCode::Away, "no answer to pings");
+                }
+                if ws.ping(b"").await.is_err() { return None; }
+            }
+        }
+    }
+}
+
