@@ -37,24 +37,47 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// The envelope on a user channel.
+/// The envelope on a user channel: a server frame for every socket of the user, or a
+/// logout. A plain struct rather than a tagged enum, so the frame can stay a `RawValue`
+/// and be forwarded without parsing it.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum UserEvent<F> {
-    /// A server frame for every connection of the user. `peer` is the other party, so
-    /// connections start watching their presence; `storedAtUs` times the fan-out.
-    Frame {
-        frame: F,
-        #[serde(default)]
-        peer: Option<String>,
-        #[serde(default, rename = "storedAtUs")]
-        stored_at_us: Option<i64>,
-    },
+#[serde(rename_all = "camelCase")]
+pub struct UserEvent<F> {
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub frame: Option<F>,
+    /// The other party of a message, so sockets start watching their presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// When the message was stored, to time the fan-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at_us: Option<i64>,
     /// The session with this tag logged out: its sockets close.
-    Logout {
-        #[serde(rename = "sessionTag")]
-        session_tag: String,
-    },
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout: Option<String>,
+}
+
+fn none<F>() -> Option<F> {
+    None
+}
+
+impl<F> UserEvent<F> {
+    pub fn frame(frame: F, peer: Option<String>, stored_at_us: Option<i64>) -> Self {
+        Self {
+            frame: Some(frame),
+            peer,
+            stored_at_us,
+            logout: None,
+        }
+    }
+
+    pub fn logout(session_tag: String) -> Self {
+        Self {
+            frame: None,
+            peer: None,
+            stored_at_us: None,
+            logout: Some(session_tag),
+        }
+    }
 }
 
 pub fn now_us() -> i64 {
@@ -341,10 +364,22 @@ impl Hub {
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         match event {
-            UserEvent::Frame {
-                frame,
+            UserEvent {
+                logout: Some(session_tag),
+                ..
+            } => {
+                for id in ids {
+                    let same = st.conns.get(&id).is_some_and(|c| c.session_tag == session_tag);
+                    if same {
+                        st.send(id, Outbound::Close(1008, "logged out"));
+                    }
+                }
+            }
+            UserEvent {
+                frame: Some(frame),
                 peer,
                 stored_at_us,
+                ..
             } => {
                 let text = ByteString::from(frame.get().to_owned());
                 let mut stuck = Vec::new();
@@ -378,14 +413,7 @@ impl Hub {
                 }
                 self.evict(stuck);
             }
-            UserEvent::Logout { session_tag } => {
-                for id in ids {
-                    let same = st.conns.get(&id).is_some_and(|c| c.session_tag == session_tag);
-                    if same {
-                        st.send(id, Outbound::Close(1008, "logged out"));
-                    }
-                }
-            }
+            UserEvent { .. } => tracing::warn!("empty event on a user channel"),
         }
     }
 
@@ -480,4 +508,25 @@ async fn apply(hub: &Hub, sink: &mut redis::aio::PubSubSink) -> Result<(), redis
 /// Bytes of a frame serialised once for every socket it goes to.
 pub fn frame_text(frame: &impl Serialize) -> ByteString {
     ByteString::from(serde_json::to_string(frame).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_events_carry_the_frame_verbatim() {
+        let frame = serde_json::json!({"type": "typing", "from": "bob"});
+        let sent = UserEvent::frame(&frame, Some("bob".into()), Some(7));
+        let wire = serde_json::to_string(&sent).unwrap();
+        let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();
+        let raw = got.frame.unwrap().get();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(raw).unwrap(), frame);
+        assert_eq!(got.peer.as_deref(), Some("bob"));
+        assert_eq!(got.stored_at_us, Some(7));
+        let wire = serde_json::to_string(&UserEvent::<()>::logout("t1".into())).unwrap();
+        let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();
+        assert_eq!(got.logout.as_deref(), Some("t1"));
+        assert!(got.frame.is_none());
+    }
 }

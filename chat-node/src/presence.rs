@@ -32,8 +32,8 @@ return 0
 ";
 
 const DISCONNECT: &str = r"
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[1], ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[1])
 if redis.call('SCARD', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
   if redis.call('SREM', KEYS[3], ARGV[2]) == 1 then

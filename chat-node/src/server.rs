@@ -20,6 +20,8 @@ use crate::storage::{ensure_database, run_migrations, Db, StoreError};
 
 pub const SESSION_COOKIE: &str = "chat_session";
 const SESSION_TTL_DAYS: i64 = 7;
+/// What the drain bound keeps back for finishing HTTP requests once sockets are closed.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -110,7 +112,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             .configure(crate::http::configure)
     })
     .disable_signals()
-    .shutdown_timeout(config.drain_timeout_secs)
+    .shutdown_timeout(HTTP_GRACE.as_secs())
     .workers(config.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, usize::from)
     }))
@@ -119,7 +121,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     tracing::info!(listen = %config.listen, node = %node_id, "serving");
 
     let handle = server.handle();
-    let drain_bound = Duration::from_secs(config.drain_timeout_secs);
+    let drain_bound = Duration::from_secs(config.drain_timeout_secs)
+        .saturating_sub(HTTP_GRACE)
+        .max(Duration::from_secs(1));
     tokio::spawn(async move {
         wait_for_signal().await;
         drain(&state, drain_bound).await;

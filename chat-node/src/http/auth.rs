@@ -160,9 +160,7 @@ pub async fn logout(
     session: Session,
 ) -> Result<HttpResponse, AppError> {
     if let Ok(current) = current_user(&session) {
-        let event: UserEvent<()> = UserEvent::Logout {
-            session_tag: current.tag,
-        };
+        let event: UserEvent<()> = UserEvent::logout(current.tag);
         let payload = serde_json::to_string(&event).map_err(session_err)?;
         state
             .redis

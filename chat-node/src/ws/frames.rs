@@ -223,11 +223,7 @@ impl Connection {
         peer: Option<&str>,
         stored_at_us: Option<i64>,
     ) -> Result<(), AppError> {
-        let event = UserEvent::Frame {
-            frame,
-            peer: peer.map(str::to_owned),
-            stored_at_us,
-        };
+        let event = UserEvent::frame(frame, peer.map(str::to_owned), stored_at_us);
         let payload = serde_json::to_string(&event)
             .map_err(|e| AppError::Session(e.to_string()))?;
         let started = Instant::now();

@@ -72,6 +72,25 @@ pub async fn run(
     tracing::info!(user_id = current.user.id, conn = conn_id, "socket closed");
 }
 
+/// How long a draining socket waits for acknowledgements already on their way back from
+/// Redis, so messages stored just before the drain are acknowledged rather than resent.
+const FLUSH_IDLE: Duration = Duration::from_millis(150);
+const FLUSH_MAX: Duration = Duration::from_secs(1);
+
+async fn flush_outbox(ws: &mut actix_ws::Session, outbox: &mut mpsc::Receiver<Outbound>) {
+    let deadline = tokio::time::Instant::now() + FLUSH_MAX;
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(FLUSH_IDLE, outbox.recv()).await {
+            Ok(Some(Outbound::Text(text))) => {
+                if ws.text(text).await.is_err() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Runs until the socket should close; returns the close reason to send.
 async fn serve(
     state: &AppState,
@@ -86,6 +105,7 @@ async fn serve(
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => {
+                flush_outbox(ws, outbox).await;
                 return reason(CloseCode::Restart, "node is restarting; reconnect");
             }
             out = outbox.recv() => match out {

@@ -1,0 +1,12 @@
+//! Integration tests: real chat-node processes on free ports, sharing a fresh MariaDB
+//! database and a fresh Redis prefix per test, so every test is a small cluster. One test
+//! binary keeps link time down.
+
+mod harness;
+
+mod bad_frames;
+mod chat;
+mod drain;
+mod http_api;
+mod metrics;
+mod presence;

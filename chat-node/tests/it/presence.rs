@@ -1,0 +1,89 @@
+//! Presence across nodes: online, offline, several devices, and nodes that die.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::Cluster;
+
+#[tokio::test]
+async fn presence_changes_reach_other_nodes() {
+    let c = Cluster::start(2).await;
+    let alice = c.login_new(0, "alice").await;
+    let bob = c.login_new(1, "bob").await;
+    let mut a = alice.ws().await;
+    let b = bob.ws().await;
+    let p = a.expect_type("presence").await;
+    assert_eq!(p, json!({"type": "presence", "username": bob.username, "online": true}));
+    b.close().await;
+    let p = a.expect_type("presence").await;
+    assert_eq!(p, json!({"type": "presence", "username": bob.username, "online": false}));
+    let users: serde_json::Value = alice.get("/api/users").await.json().await.unwrap();
+    let listed = users["users"].as_array().unwrap();
+    assert!(listed.iter().any(|u| u["username"] == bob.username && u["online"] == false));
+    assert!(listed.iter().any(|u| u["username"] == alice.username && u["online"] == true));
+}
+
+#[tokio::test]
+async fn a_user_stays_online_while_any_device_is_connected() {
+    let c = Cluster::start(2).await;
+    let alice = c.login_new(0, "alice").await;
+    let bob = c.login_new(1, "bob").await;
+    let mut a = alice.ws().await;
+    let b1 = bob.ws_at(&c.url(0)).await;
+    let b2 = bob.ws_at(&c.url(1)).await;
+    a.expect("presence", |p| p["online"] == true).await;
+    b1.close().await;
+    a.expect_none("presence", Duration::from_secs(1), |_| true).await;
+    b2.close().await;
+    a.expect("presence", |p| p["online"] == false).await;
+}
+
+#[tokio::test]
+async fn a_reload_on_the_same_node_never_leaves_the_user_offline() {
+    let c = Cluster::start(2).await;
+    let alice = c.login_new(0, "alice").await;
+    let bob = c.login_new(1, "bob").await;
+    let _a = alice.ws().await;
+    for _ in 0..5 {
+        let b = bob.ws().await;
+        drop(b);
+    }
+    let b = bob.ws().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let users: serde_json::Value = alice.get("/api/users").await.json().await.unwrap();
+    let online = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == bob.username)
+        .map(|u| u["online"].clone());
+    assert_eq!(online, Some(json!(true)));
+    drop(b);
+}
+
+#[tokio::test]
+async fn users_of_a_killed_node_go_offline_within_30_seconds() {
+    let mut c = Cluster::start(2).await;
+    let alice = c.login_new(0, "alice").await;
+    let bob = c.login_new(1, "bob").await;
+    let mut a = alice.ws().await;
+    let _b = bob.ws().await;
+    a.expect("presence", |p| p["online"] == true).await;
+    let killed = Instant::now();
+    c.kill(1);
+    let deadline = Duration::from_secs(30);
+    let p = loop {
+        let left = deadline.saturating_sub(killed.elapsed());
+        let frame = a
+            .try_next(left)
+            .await
+            .expect("bob shown offline within 30 s of SIGKILL");
+        if frame["type"] == "presence" {
+            break frame;
+        }
+    };
+    assert_eq!(p, json!({"type": "presence", "username": bob.username, "online": false}));
+    assert!(killed.elapsed() < deadline);
+    assert!(c.redis_keys(&format!("presence:node:{}", c.nodes[1].id)).await.is_empty());
+}
