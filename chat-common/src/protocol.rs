@@ -55,7 +55,11 @@ pub struct ChatMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ClientFrame {
     ChatHistory {
         peer: String,
@@ -84,7 +88,11 @@ pub enum ClientFrame {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerFrame {
     UpdateUsers {
         users: Vec<UserStatus>,
@@ -161,7 +169,9 @@ impl ClientFrame {
         }
         let frame: Self = serde_json::from_value(value)
             .map_err(|e| FrameError::bad_request(e.to_string(), reference.clone()))?;
-        frame.check().map_err(|error| FrameError { error, reference })?;
+        frame
+            .check()
+            .map_err(|error| FrameError { error, reference })?;
         Ok(frame)
     }
 
@@ -169,9 +179,9 @@ impl ClientFrame {
         let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
         match self {
             Self::ChatHistory { limit, .. } => match limit {
-                Some(l) if !(1..=HISTORY_MAX_LIMIT).contains(l) => Err(bad(format!(
-                    "limit is 1 to {HISTORY_MAX_LIMIT}"
-                ))),
+                Some(l) if !(1..=HISTORY_MAX_LIMIT).contains(l) => {
+                    Err(bad(format!("limit is 1 to {HISTORY_MAX_LIMIT}")))
+                }
                 _ => Ok(()),
             },
             Self::Sync { limit, .. } => match limit {
@@ -204,7 +214,9 @@ mod tests {
     #[test]
     fn client_frames_parse_from_protocol_json() {
         assert_eq!(
-            ClientFrame::parse(r#"{"type":"chatMessage","peer":"bob","text":"hi","clientId":"c1"}"#),
+            ClientFrame::parse(
+                r#"{"type":"chatMessage","peer":"bob","text":"hi","clientId":"c1"}"#
+            ),
             Ok(ClientFrame::ChatMessage {
                 peer: "bob".into(),
                 text: "hi".into(),

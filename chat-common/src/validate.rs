@@ -83,8 +83,14 @@ mod tests {
         assert_eq!(code(username("A_b.c-9")), None);
         assert_eq!(code(username(&"x".repeat(32))), None);
         assert_eq!(code(username("ab")), Some(ErrorCode::InvalidUsername));
-        assert_eq!(code(username(&"x".repeat(33))), Some(ErrorCode::InvalidUsername));
-        assert_eq!(code(username("bob smith")), Some(ErrorCode::InvalidUsername));
+        assert_eq!(
+            code(username(&"x".repeat(33))),
+            Some(ErrorCode::InvalidUsername)
+        );
+        assert_eq!(
+            code(username("bob smith")),
+            Some(ErrorCode::InvalidUsername)
+        );
         assert_eq!(code(username("bøb")), Some(ErrorCode::InvalidUsername));
         assert_eq!(code(username("")), Some(ErrorCode::InvalidUsername));
     }
@@ -94,9 +100,15 @@ mod tests {
         assert_eq!(code(password("12345678")), None);
         assert_eq!(code(password("1234567")), Some(ErrorCode::InvalidPassword));
         assert_eq!(code(password(&"a".repeat(72))), None);
-        assert_eq!(code(password(&"a".repeat(73))), Some(ErrorCode::InvalidPassword));
+        assert_eq!(
+            code(password(&"a".repeat(73))),
+            Some(ErrorCode::InvalidPassword)
+        );
         // 25 three-byte characters are 75 bytes: over bcrypt's limit.
-        assert_eq!(code(password(&"€".repeat(25))), Some(ErrorCode::InvalidPassword));
+        assert_eq!(
+            code(password(&"€".repeat(25))),
+            Some(ErrorCode::InvalidPassword)
+        );
     }
 
     #[test]
@@ -105,13 +117,19 @@ mod tests {
         assert_eq!(code(message_text("   \n\t")), Some(ErrorCode::EmptyMessage));
         assert_eq!(code(message_text("")), Some(ErrorCode::EmptyMessage));
         assert_eq!(code(message_text(&"é".repeat(4000))), None);
-        assert_eq!(code(message_text(&"a".repeat(4001))), Some(ErrorCode::MessageTooLong));
+        assert_eq!(
+            code(message_text(&"a".repeat(4001))),
+            Some(ErrorCode::MessageTooLong)
+        );
     }
 
     #[test]
     fn client_ids_are_short_non_empty_strings() {
         assert_eq!(code(client_id("c-1")), None);
         assert_eq!(code(client_id("")), Some(ErrorCode::BadRequest));
-        assert_eq!(code(client_id(&"x".repeat(65))), Some(ErrorCode::BadRequest));
+        assert_eq!(
+            code(client_id(&"x".repeat(65))),
+            Some(ErrorCode::BadRequest)
+        );
     }
 }

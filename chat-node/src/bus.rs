@@ -142,7 +142,10 @@ struct HubInner {
 }
 
 impl Hub {
-    pub fn new(keys: Keys, metrics: Metrics) -> (Self, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+    pub fn new(
+        keys: Keys,
+        metrics: Metrics,
+    ) -> (Self, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let hub = Self {
             inner: Arc::new(HubInner {
@@ -369,7 +372,10 @@ impl Hub {
                 ..
             } => {
                 for id in ids {
-                    let same = st.conns.get(&id).is_some_and(|c| c.session_tag == session_tag);
+                    let same = st
+                        .conns
+                        .get(&id)
+                        .is_some_and(|c| c.session_tag == session_tag);
                     if same {
                         st.send(id, Outbound::Close(1008, "logged out"));
                     }
@@ -521,7 +527,10 @@ mod tests {
         let wire = serde_json::to_string(&sent).unwrap();
         let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();
         let raw = got.frame.unwrap().get();
-        assert_eq!(serde_json::from_str::<serde_json::Value>(raw).unwrap(), frame);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(raw).unwrap(),
+            frame
+        );
         assert_eq!(got.peer.as_deref(), Some("bob"));
         assert_eq!(got.stored_at_us, Some(7));
         let wire = serde_json::to_string(&UserEvent::<()>::logout("t1".into())).unwrap();

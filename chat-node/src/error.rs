@@ -85,8 +85,14 @@ mod tests {
     #[test]
     fn every_client_error_maps_to_a_4xx_and_dependencies_to_503() {
         assert_eq!(status_for(ErrorCode::UsernameTaken), StatusCode::CONFLICT);
-        assert_eq!(status_for(ErrorCode::TooManyAttempts), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_for(ErrorCode::OriginNotAllowed), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status_for(ErrorCode::TooManyAttempts),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status_for(ErrorCode::OriginNotAllowed),
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(status_for(ErrorCode::InvalidBody), StatusCode::BAD_REQUEST);
         let dependency = AppError::Session("down".into());
         assert_eq!(dependency.status_code(), StatusCode::SERVICE_UNAVAILABLE);

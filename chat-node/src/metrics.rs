@@ -2,8 +2,8 @@
 //! `_total` counters); Prometheus adds the pod label, so there is no node label.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// 1 ms to 5 s.
@@ -83,25 +83,84 @@ impl Metrics {
         r.register(Box::new(http_duration.clone()))?;
         Ok(Self {
             ws_connections: gauge(&r, "chat_ws_connections", "Open WebSocket connections")?,
-            connected_users: gauge(&r, "chat_connected_users", "Users with a connection on this node")?,
+            connected_users: gauge(
+                &r,
+                "chat_connected_users",
+                "Users with a connection on this node",
+            )?,
             draining: gauge(&r, "chat_draining", "1 while the node drains after SIGTERM")?,
-            messages_received: counter(&r, "chat_messages_received_total", "chatMessage frames received")?,
-            messages_stored: counter(&r, "chat_messages_stored_total", "Messages written to MySQL")?,
-            messages_published: counter(&r, "chat_messages_published_total", "Messages published to Redis")?,
-            messages_delivered: counter(&r, "chat_messages_delivered_total", "Messages written to local sockets")?,
-            fanout_latency: histogram(&r, "chat_fanout_latency_seconds", "From stored in MySQL to handed to a local socket")?,
-            db_write: histogram(&r, "chat_db_write_seconds", "MySQL message write transaction")?,
-            redis_publish: histogram(&r, "chat_redis_publish_seconds", "Redis PUBLISH of one event")?,
-            client_errors: counter_vec(&r, "chat_client_errors_total", "Errors sent to clients, by code", &["code"])?,
-            http_requests: counter_vec(&r, "chat_http_requests_total", "HTTP requests by route and status", &["route", "status"])?,
+            messages_received: counter(
+                &r,
+                "chat_messages_received_total",
+                "chatMessage frames received",
+            )?,
+            messages_stored: counter(
+                &r,
+                "chat_messages_stored_total",
+                "Messages written to MySQL",
+            )?,
+            messages_published: counter(
+                &r,
+                "chat_messages_published_total",
+                "Messages published to Redis",
+            )?,
+            messages_delivered: counter(
+                &r,
+                "chat_messages_delivered_total",
+                "Messages written to local sockets",
+            )?,
+            fanout_latency: histogram(
+                &r,
+                "chat_fanout_latency_seconds",
+                "From stored in MySQL to handed to a local socket",
+            )?,
+            db_write: histogram(
+                &r,
+                "chat_db_write_seconds",
+                "MySQL message write transaction",
+            )?,
+            redis_publish: histogram(
+                &r,
+                "chat_redis_publish_seconds",
+                "Redis PUBLISH of one event",
+            )?,
+            client_errors: counter_vec(
+                &r,
+                "chat_client_errors_total",
+                "Errors sent to clients, by code",
+                &["code"],
+            )?,
+            http_requests: counter_vec(
+                &r,
+                "chat_http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            )?,
             http_duration,
-            presence_changes: counter_vec(&r, "chat_presence_changes_total", "Users this node saw come online or go offline", &["state"])?,
+            presence_changes: counter_vec(
+                &r,
+                "chat_presence_changes_total",
+                "Users this node saw come online or go offline",
+                &["state"],
+            )?,
             db_pool_size: gauge(&r, "chat_db_pool_size", "MySQL pool connections")?,
             db_pool_available: gauge(&r, "chat_db_pool_available", "Idle MySQL pool connections")?,
-            db_pool_waiting: gauge(&r, "chat_db_pool_waiting", "Tasks waiting for a MySQL connection")?,
+            db_pool_waiting: gauge(
+                &r,
+                "chat_db_pool_waiting",
+                "Tasks waiting for a MySQL connection",
+            )?,
             redis_pool_size: gauge(&r, "chat_redis_pool_size", "Redis pool connections")?,
-            redis_pool_available: gauge(&r, "chat_redis_pool_available", "Idle Redis pool connections")?,
-            redis_pool_waiting: gauge(&r, "chat_redis_pool_waiting", "Tasks waiting for a Redis connection")?,
+            redis_pool_available: gauge(
+                &r,
+                "chat_redis_pool_available",
+                "Idle Redis pool connections",
+            )?,
+            redis_pool_waiting: gauge(
+                &r,
+                "chat_redis_pool_waiting",
+                "Tasks waiting for a Redis connection",
+            )?,
             registry: r,
         })
     }

@@ -194,7 +194,8 @@ impl Presence {
         pipe.expire(keys.node_users(&self.node_id), KEY_TTL_SECS as i64)
             .ignore();
         for user in local_users {
-            pipe.expire(keys.user_nodes(user), KEY_TTL_SECS as i64).ignore();
+            pipe.expire(keys.user_nodes(user), KEY_TTL_SECS as i64)
+                .ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok(0)
@@ -256,8 +257,7 @@ mod tests {
 
     #[test]
     fn presence_payload_is_the_protocol_frame() {
-        let v: serde_json::Value =
-            serde_json::from_str(&presence_frame("bob", true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&presence_frame("bob", true)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type": "presence", "username": "bob", "online": true})

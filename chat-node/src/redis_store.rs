@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Config as PoolConfig, Connection, Pool, PoolConfig as Sizing, Runtime, Timeouts};
+use deadpool_redis::{
+    Config as PoolConfig, Connection, Pool, PoolConfig as Sizing, Runtime, Timeouts,
+};
 
 const POOL_WAIT: Duration = Duration::from_secs(3);
 
@@ -81,7 +83,11 @@ impl Keys {
     }
 
     pub fn login_failures(&self, username: &str) -> String {
-        format!("{}:login-failures:{}", self.prefix, username.to_ascii_lowercase())
+        format!(
+            "{}:login-failures:{}",
+            self.prefix,
+            username.to_ascii_lowercase()
+        )
     }
 }
 

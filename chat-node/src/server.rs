@@ -51,7 +51,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         return Err(StartError::SessionKey);
     }
     if is_dev_key {
-        tracing::warn!("using the development session key: set CHAT_SESSION_KEY, shared by every node");
+        tracing::warn!(
+            "using the development session key: set CHAT_SESSION_KEY, shared by every node"
+        );
     }
     let key = Key::derive_from(key_material.as_bytes());
     let ran = migrate(&config).await?;
@@ -60,7 +62,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let node_id = config.node_id();
     let metrics = Metrics::new()?;
     let db = Db::new(&config.database_url, config.db_pool_size)?;
-    let redis = Redis::new(&config.redis_url, &config.redis_prefix, config.redis_pool_size)?;
+    let redis = Redis::new(
+        &config.redis_url,
+        &config.redis_prefix,
+        config.redis_pool_size,
+    )?;
     let presence = Presence::new(redis.clone(), node_id.clone());
     // A previous process with this node id may have died holding users.
     presence.leave().await?;
@@ -74,9 +80,21 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         ws_burst: config.ws_burst,
         allowed_origins: config.allowed_origins(),
     };
-    let state = AppState::new(db, redis.clone(), presence, hub.clone(), metrics.clone(), limits);
+    let state = AppState::new(
+        db,
+        redis.clone(),
+        presence,
+        hub.clone(),
+        metrics.clone(),
+        limits,
+    );
     let background = CancellationToken::new();
-    tokio::spawn(run_subscriber(hub, redis.clone(), flush_rx, background.clone()));
+    tokio::spawn(run_subscriber(
+        hub,
+        redis.clone(),
+        flush_rx,
+        background.clone(),
+    ));
     tokio::spawn(run_presence(
         state.clone(),
         config.presence_heartbeat(),
@@ -113,9 +131,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     })
     .disable_signals()
     .shutdown_timeout(HTTP_GRACE.as_secs())
-    .workers(config.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, usize::from)
-    }))
+    .workers(
+        config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+    )
     .bind(config.listen)?
     .run();
     tracing::info!(listen = %config.listen, node = %node_id, "serving");
@@ -137,7 +157,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -160,8 +183,14 @@ pub async fn drain(state: &AppState, bound: Duration) {
     state.metrics.draining.set(1);
     state.shutdown.cancel();
     state.sockets.close();
-    if tokio::time::timeout(bound, state.sockets.wait()).await.is_err() {
-        tracing::warn!(left = state.sockets.len(), "drain bound reached with sockets open");
+    if tokio::time::timeout(bound, state.sockets.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = state.sockets.len(),
+            "drain bound reached with sockets open"
+        );
     }
     if let Err(e) = state.presence.leave().await {
         tracing::error!(error = %e, "could not clear this node's presence");
@@ -188,7 +217,10 @@ async fn run_presence(
         match state.presence.heartbeat(&state.hub.local_users()).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::warn!(users = n, "this node had been reaped; its users are back online");
+                tracing::warn!(
+                    users = n,
+                    "this node had been reaped; its users are back online"
+                );
             }
             Err(e) => tracing::error!(error = %e, "presence heartbeat failed"),
         }

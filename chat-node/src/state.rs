@@ -75,7 +75,8 @@ impl AppState {
 
     /// The user a client named, or `unknown_user`.
     pub async fn resolve_user(&self, name: &str) -> Result<User, AppError> {
-        let unknown = || AppError::client(ErrorCode::UnknownUser, format!("no user named {name:?}"));
+        let unknown =
+            || AppError::client(ErrorCode::UnknownUser, format!("no user named {name:?}"));
         if validate::username(name).is_err() {
             return Err(unknown());
         }

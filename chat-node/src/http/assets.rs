@@ -18,9 +18,7 @@ fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/",
-        web::get().to(|| async {
-            asset(INDEX, "text/html; charset=utf-8")
-        }),
+        web::get().to(|| async { asset(INDEX, "text/html; charset=utf-8") }),
     )
     .route(
         "/static/app.js",

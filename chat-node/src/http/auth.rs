@@ -43,10 +43,7 @@ pub fn current_user(session: &Session) -> Result<SessionUser, AppError> {
             user: User { id, username },
             tag: tag.unwrap_or_default(),
         }),
-        _ => Err(AppError::client(
-            ErrorCode::Unauthenticated,
-            "log in first",
-        )),
+        _ => Err(AppError::client(ErrorCode::Unauthenticated, "log in first")),
     }
 }
 
@@ -101,18 +98,16 @@ pub async fn login(
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, AppError> {
     let Credentials { username, password } = body.into_inner();
-    let invalid = || {
-        AppError::client(
-            ErrorCode::InvalidCredentials,
-            "wrong username or password",
-        )
-    };
+    let invalid = || AppError::client(ErrorCode::InvalidCredentials, "wrong username or password");
     if validate::username(&username).is_err() || validate::password(&password).is_err() {
         return Err(invalid());
     }
     let failures_key = state.redis.keys.login_failures(&username);
     let mut conn = state.redis.conn().await?;
-    let failures: Option<u32> = conn.get(&failures_key).await.map_err(crate::redis_store::RedisError::from)?;
+    let failures: Option<u32> = conn
+        .get(&failures_key)
+        .await
+        .map_err(crate::redis_store::RedisError::from)?;
     if failures.unwrap_or(0) >= state.limits.login_max_failures {
         return Err(AppError::client(
             ErrorCode::TooManyAttempts,
@@ -145,11 +140,16 @@ pub async fn login(
             return Err(invalid());
         }
     };
-    let _: () = conn.del(&failures_key).await.map_err(crate::redis_store::RedisError::from)?;
+    let _: () = conn
+        .del(&failures_key)
+        .await
+        .map_err(crate::redis_store::RedisError::from)?;
     session.renew();
     let tag = Alphanumeric.sample_string(&mut rand::rng(), 24);
     session.insert(USER_ID, user.id).map_err(session_err)?;
-    session.insert(USERNAME, &user.username).map_err(session_err)?;
+    session
+        .insert(USERNAME, &user.username)
+        .map_err(session_err)?;
     session.insert(TAG, &tag).map_err(session_err)?;
     tracing::info!(user_id = user.id, "logged in");
     Ok(HttpResponse::Ok().json(info(&user)?))

@@ -45,7 +45,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let message = match &err {
-        JsonPayloadError::ContentType => "the body must be JSON (Content-Type: application/json)".to_owned(),
+        JsonPayloadError::ContentType => {
+            "the body must be JSON (Content-Type: application/json)".to_owned()
+        }
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
             "the body is too large".to_owned()
         }
@@ -76,7 +78,9 @@ where
         Error = actix_web::Error,
     >,
 {
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let start = Instant::now();
     srv.call(req).map(move |res| {

@@ -1,9 +1,9 @@
 //! MySQL through diesel-async on a deadpool pool: accounts, conversations and messages.
 //! Queries live beside the rows they return; callers get plain structs, never diesel types.
 
+pub mod messages;
 mod migrate;
 mod schema;
-pub mod messages;
 pub mod users;
 
 use std::time::Duration;

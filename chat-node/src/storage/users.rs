@@ -139,7 +139,8 @@ impl Db {
         let mut list = self.peers(me.id).await?;
         list.truncate(limit);
         let room = limit - list.len();
-        let fetch = i64::try_from(room + list.len() + 1).map_err(|e| StoreError::Range(e.to_string()))?;
+        let fetch =
+            i64::try_from(room + list.len() + 1).map_err(|e| StoreError::Range(e.to_string()))?;
         let others = self.usernames_page(None, fetch).await?;
         let known: std::collections::HashSet<String> =
             list.iter().map(|n| n.to_ascii_lowercase()).collect();

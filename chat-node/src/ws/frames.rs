@@ -82,7 +82,10 @@ impl Connection {
     /// Replies for this socket alone; deliveries to others go through the bus.
     pub async fn handle_text(&mut self, text: &str) -> Vec<ByteString> {
         if !self.bucket.take() {
-            let err = ApiError::new(ErrorCode::RateLimited, "too many frames; this one was dropped");
+            let err = ApiError::new(
+                ErrorCode::RateLimited,
+                "too many frames; this one was dropped",
+            );
             return vec![self.error(err, None)];
         }
         let frame = match ClientFrame::parse(text) {
@@ -108,9 +111,7 @@ impl Connection {
             } => {
                 let peer = self.peer(&peer).await?;
                 let channel = self.channel(&peer).await?;
-                self.state
-                    .hub
-                    .watch(self.id, [peer.username.as_str()]);
+                self.state.hub.watch(self.id, [peer.username.as_str()]);
                 let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
                 let (messages, has_more) = self
                     .state
@@ -224,8 +225,8 @@ impl Connection {
         stored_at_us: Option<i64>,
     ) -> Result<(), AppError> {
         let event = UserEvent::frame(frame, peer.map(str::to_owned), stored_at_us);
-        let payload = serde_json::to_string(&event)
-            .map_err(|e| AppError::Session(e.to_string()))?;
+        let payload =
+            serde_json::to_string(&event).map_err(|e| AppError::Session(e.to_string()))?;
         let started = Instant::now();
         self.state
             .redis

@@ -22,11 +22,19 @@ pub async fn upgrade(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if state.is_draining() {
-        return Err(AppError::client(ErrorCode::Unavailable, "this node is draining; reconnect").into());
+        return Err(
+            AppError::client(ErrorCode::Unavailable, "this node is draining; reconnect").into(),
+        );
     }
     let current = current_user(&session)?;
-    let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     if !origin::allowed(origin, host, &state.limits.allowed_origins) {
         return Err(AppError::client(
             ErrorCode::OriginNotAllowed,

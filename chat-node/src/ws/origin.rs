@@ -24,11 +24,27 @@ mod tests {
     #[test]
     fn browsers_from_foreign_origins_are_refused() {
         let list = vec!["http://localhost:8080".to_owned()];
-        assert!(allowed(Some("http://localhost:8080"), Some("127.0.0.1:8081"), &list));
-        assert!(allowed(Some("http://chat.example"), Some("chat.example"), &list));
-        assert!(allowed(Some("https://chat.example"), Some("chat.example"), &list));
+        assert!(allowed(
+            Some("http://localhost:8080"),
+            Some("127.0.0.1:8081"),
+            &list
+        ));
+        assert!(allowed(
+            Some("http://chat.example"),
+            Some("chat.example"),
+            &list
+        ));
+        assert!(allowed(
+            Some("https://chat.example"),
+            Some("chat.example"),
+            &list
+        ));
         assert!(allowed(None, Some("chat.example"), &list));
-        assert!(!allowed(Some("http://evil.example"), Some("chat.example"), &list));
+        assert!(!allowed(
+            Some("http://evil.example"),
+            Some("chat.example"),
+            &list
+        ));
         assert!(!allowed(Some("null"), Some("chat.example"), &list));
         assert!(!allowed(Some("http://evil.example"), None, &list));
     }

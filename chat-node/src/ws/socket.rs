@@ -153,4 +153,3 @@ async fn serve(
         }
     }
 }
-

@@ -49,10 +49,22 @@ async fn content_errors_have_their_codes_and_echo_the_client_id() {
     let bob = c.login_new(0, "bob").await;
     let mut a = alice.ws().await;
     let cases = [
-        (json!({"type": "chatMessage", "peer": bob.username, "text": "  \n ", "clientId": "e1"}), "empty_message"),
-        (json!({"type": "chatMessage", "peer": bob.username, "text": "x".repeat(4001), "clientId": "e2"}), "message_too_long"),
-        (json!({"type": "chatMessage", "peer": "no_such_user", "text": "hi", "clientId": "e3"}), "unknown_user"),
-        (json!({"type": "chatMessage", "peer": alice.username, "text": "me", "clientId": "e4"}), "bad_request"),
+        (
+            json!({"type": "chatMessage", "peer": bob.username, "text": "  \n ", "clientId": "e1"}),
+            "empty_message",
+        ),
+        (
+            json!({"type": "chatMessage", "peer": bob.username, "text": "x".repeat(4001), "clientId": "e2"}),
+            "message_too_long",
+        ),
+        (
+            json!({"type": "chatMessage", "peer": "no_such_user", "text": "hi", "clientId": "e3"}),
+            "unknown_user",
+        ),
+        (
+            json!({"type": "chatMessage", "peer": alice.username, "text": "me", "clientId": "e4"}),
+            "bad_request",
+        ),
     ];
     for (frame, code) in cases {
         let reference = frame["clientId"].clone();
@@ -61,11 +73,13 @@ async fn content_errors_have_their_codes_and_echo_the_client_id() {
         assert_eq!(e["code"], code);
         assert_eq!(e["ref"], reference);
     }
-    a.send(json!({"type": "chatHistory", "peer": "ghost_user"})).await;
+    a.send(json!({"type": "chatHistory", "peer": "ghost_user"}))
+        .await;
     let e = a.expect_type("error").await;
     assert_eq!(e["code"], "unknown_user");
     assert_eq!(e["ref"], serde_json::Value::Null);
-    a.send(json!({"type": "typing", "peer": "ghost_user"})).await;
+    a.send(json!({"type": "typing", "peer": "ghost_user"}))
+        .await;
     assert_eq!(a.expect_type("error").await["code"], "unknown_user");
     // 4000 characters exactly is fine.
     let m = a.send_acked(&bob.username, &"é".repeat(4000)).await;
@@ -95,7 +109,8 @@ async fn flooding_is_rate_limited_and_the_socket_recovers() {
     let bob = c.login_new(0, "bob").await;
     let mut a = alice.ws().await;
     for _ in 0..30 {
-        a.send(json!({"type": "typing", "peer": bob.username})).await;
+        a.send(json!({"type": "typing", "peer": bob.username}))
+            .await;
     }
     let e = a.expect_type("error").await;
     assert_eq!(e["code"], "rate_limited");

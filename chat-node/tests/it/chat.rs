@@ -31,9 +31,18 @@ async fn messages_and_typing_cross_nodes_in_both_directions() {
     let bob = c.login_new(1, "bob").await;
     let mut a = alice.ws().await;
     let mut b = bob.ws().await;
-    assert_eq!(b.lists(&alice.username), Some(true), "bob sees alice online: {}", b.users);
+    assert_eq!(
+        b.lists(&alice.username),
+        Some(true),
+        "bob sees alice online: {}",
+        b.users
+    );
     assert_eq!(a.lists(&bob.username), Some(false), "alice connected first");
-    assert_eq!(a.lists(&alice.username), None, "the directory leaves out oneself");
+    assert_eq!(
+        a.lists(&alice.username),
+        None,
+        "the directory leaves out oneself"
+    );
 
     a.message(&bob.username, "hello bob", "c-1").await;
     let ack = a.expect_type("chatMessage").await["message"].clone();
@@ -55,16 +64,19 @@ async fn messages_and_typing_cross_nodes_in_both_directions() {
     let got = a.expect_type("chatMessage").await["message"].clone();
     assert_eq!(got, reply);
     assert!(reply["id"].as_u64() > ack["id"].as_u64(), "ids grow");
-    assert_eq!(reply["clientId"].is_string(), true);
+    assert!(reply["clientId"].is_string());
 
-    a.send(json!({"type": "typing", "peer": bob.username})).await;
+    a.send(json!({"type": "typing", "peer": bob.username}))
+        .await;
     let t = b.expect_type("typing").await;
     assert_eq!(t["from"], alice.username.as_str());
-    a.send(json!({"type": "doneTyping", "peer": bob.username})).await;
+    a.send(json!({"type": "doneTyping", "peer": bob.username}))
+        .await;
     let t = b.expect_type("doneTyping").await;
     assert_eq!(t["from"], alice.username.as_str());
     // Typing goes to the peer only, and is never stored.
-    a.expect_none("typing", Duration::from_millis(500), |_| true).await;
+    a.expect_none("typing", Duration::from_millis(500), |_| true)
+        .await;
     assert_eq!(c.count("SELECT COUNT(*) AS n FROM messages").await, 2);
 }
 
@@ -74,7 +86,8 @@ async fn a_message_without_client_id_echoes_null() {
     let alice = c.login_new(0, "alice").await;
     let bob = c.login_new(0, "bob").await;
     let mut a = alice.ws().await;
-    a.send(json!({"type": "chatMessage", "peer": bob.username, "text": "no id"})).await;
+    a.send(json!({"type": "chatMessage", "peer": bob.username, "text": "no id"}))
+        .await;
     let m = a.expect_type("chatMessage").await;
     assert_eq!(m["message"]["clientId"], Value::Null);
     // `from` in a frame is ignored: the sender is always the session's user.
@@ -94,29 +107,42 @@ async fn history_pages_through_25_messages_ten_at_a_time() {
         a.send_acked(&bob.username, &format!("m{i:02}")).await;
     }
     let mut b = bob.ws().await;
-    b.send(json!({"type": "chatHistory", "peer": alice.username})).await;
+    b.send(json!({"type": "chatHistory", "peer": alice.username}))
+        .await;
     let page = b.expect_type("chatHistory").await;
     assert_eq!(page["peer"], alice.username.as_str());
     assert!(page["channel"].as_u64().is_some());
     assert_eq!(page["hasMore"], true);
     let first = texts(&page["messages"]);
-    assert_eq!(first, (15..25).map(|i| format!("m{i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        first,
+        (15..25).map(|i| format!("m{i:02}")).collect::<Vec<_>>()
+    );
     let oldest = ids(&page["messages"])[0];
 
-    b.send(json!({"type": "chatHistory", "peer": alice.username, "before": oldest})).await;
+    b.send(json!({"type": "chatHistory", "peer": alice.username, "before": oldest}))
+        .await;
     let page = b.expect_type("chatHistory").await;
     assert_eq!(page["hasMore"], true);
-    assert_eq!(texts(&page["messages"]), (5..15).map(|i| format!("m{i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        texts(&page["messages"]),
+        (5..15).map(|i| format!("m{i:02}")).collect::<Vec<_>>()
+    );
     let oldest = ids(&page["messages"])[0];
 
-    b.send(json!({"type": "chatHistory", "peer": alice.username, "before": oldest})).await;
+    b.send(json!({"type": "chatHistory", "peer": alice.username, "before": oldest}))
+        .await;
     let page = b.expect_type("chatHistory").await;
     assert_eq!(page["hasMore"], false);
-    assert_eq!(texts(&page["messages"]), (0..5).map(|i| format!("m{i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        texts(&page["messages"]),
+        (0..5).map(|i| format!("m{i:02}")).collect::<Vec<_>>()
+    );
     let got = ids(&page["messages"]);
     assert!(got.windows(2).all(|w| w[0] < w[1]), "oldest first");
 
-    b.send(json!({"type": "chatHistory", "peer": alice.username, "limit": 3})).await;
+    b.send(json!({"type": "chatHistory", "peer": alice.username, "limit": 3}))
+        .await;
     let page = b.expect_type("chatHistory").await;
     assert_eq!(texts(&page["messages"]), ["m22", "m23", "m24"]);
 }
@@ -136,7 +162,8 @@ async fn a_repeated_client_id_is_stored_once_and_acknowledged_again() {
     a2.message(&bob.username, "only once", "retry-1").await;
     let again = a2.expect_type("chatMessage").await["message"].clone();
     assert_eq!(again, first, "the original is acknowledged again");
-    b.expect_none("chatMessage", Duration::from_millis(700), |_| true).await;
+    b.expect_none("chatMessage", Duration::from_millis(700), |_| true)
+        .await;
     assert_eq!(c.count("SELECT COUNT(*) AS n FROM messages").await, 1);
     // Another sender may use the same clientId.
     b.message(&alice.username, "mine", "retry-1").await;
@@ -172,7 +199,8 @@ async fn sync_after_a_reconnect_returns_exactly_what_was_missed() {
     assert_eq!(sync["hasMore"], false);
     assert_eq!(sync["messages"], Value::Array(missed.clone()));
 
-    b.send(json!({"type": "sync", "after": seen["id"], "limit": 2})).await;
+    b.send(json!({"type": "sync", "after": seen["id"], "limit": 2}))
+        .await;
     let sync = b.expect_type("sync").await;
     assert_eq!(sync["hasMore"], true);
     assert_eq!(sync["messages"], Value::Array(missed[..2].to_vec()));
@@ -192,9 +220,14 @@ async fn two_devices_of_one_user_on_two_nodes_both_get_everything() {
     assert_eq!(laptop.expect_type("chatMessage").await["message"], m);
 
     let own = phone.send_acked(&bob.username, "sent from the phone").await;
-    assert_eq!(laptop.expect_type("chatMessage").await["message"], own, "own other device");
+    assert_eq!(
+        laptop.expect_type("chatMessage").await["message"],
+        own,
+        "own other device"
+    );
     assert_eq!(b.expect_type("chatMessage").await["message"], own);
-    b.send(json!({"type": "typing", "peer": alice.username})).await;
+    b.send(json!({"type": "typing", "peer": alice.username}))
+        .await;
     phone.expect_type("typing").await;
     laptop.expect_type("typing").await;
 }
@@ -214,17 +247,21 @@ async fn a_third_user_cannot_read_or_write_someone_elses_conversation() {
     e.send(json!({"type": "sync", "after": 0})).await;
     assert_eq!(e.expect_type("sync").await["messages"], json!([]));
     // Eve's history with alice is her own conversation with alice, not alice and bob's.
-    e.send(json!({"type": "chatHistory", "peer": alice.username})).await;
+    e.send(json!({"type": "chatHistory", "peer": alice.username}))
+        .await;
     let h = e.expect_type("chatHistory").await;
     assert_eq!(h["messages"], json!([]));
     assert_ne!(h["channel"], secret["channel"]);
     // Eve cannot write as alice: her message is hers and goes to alice alone.
-    e.send(json!({"type": "chatMessage", "peer": alice.username, "text": "hi", "from": bob.username}))
-        .await;
+    e.send(
+        json!({"type": "chatMessage", "peer": alice.username, "text": "hi", "from": bob.username}),
+    )
+    .await;
     let m = e.expect_type("chatMessage").await["message"].clone();
     assert_eq!(m["from"], eve.username.as_str());
     assert_ne!(m["channel"], secret["channel"]);
-    b.expect_none("chatMessage", Duration::from_millis(700), |_| true).await;
+    b.expect_none("chatMessage", Duration::from_millis(700), |_| true)
+        .await;
     assert_eq!(a.expect_type("chatMessage").await["message"], m);
 }
 
@@ -243,5 +280,8 @@ async fn the_directory_lists_peers_and_users_who_register_later_still_chat() {
     assert_eq!(m["message"]["from"], late.username.as_str());
     l.close().await;
     let p = a.expect_type("presence").await;
-    assert_eq!(p, json!({"type": "presence", "username": late.username, "online": false}));
+    assert_eq!(
+        p,
+        json!({"type": "presence", "username": late.username, "online": false})
+    );
 }

@@ -10,7 +10,8 @@ use crate::harness::Cluster;
 
 #[tokio::test]
 async fn sigterm_drains_a_node_under_traffic() {
-    let mut c = Cluster::start_with(2, &[("CHAT_WS_RATE", "2000"), ("CHAT_WS_BURST", "2000")]).await;
+    let mut c =
+        Cluster::start_with(2, &[("CHAT_WS_RATE", "2000"), ("CHAT_WS_BURST", "2000")]).await;
     let alice = c.login_new(1, "alice").await;
     let bob = c.login_new(0, "bob").await;
     let mut a = alice.ws().await;
@@ -31,8 +32,16 @@ async fn sigterm_drains_a_node_under_traffic() {
 
     // Readiness: never 200 again, 503 (or a refused connection once it stops listening).
     let ready_url = format!("{}/readyz", c.url(1));
-    let first = c.http.get(&ready_url).send().await.map(|r| r.status().as_u16());
-    assert!(!matches!(first, Ok(200)), "readiness still 200 after SIGTERM");
+    let first = c
+        .http
+        .get(&ready_url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(
+        !matches!(first, Ok(200)),
+        "readiness still 200 after SIGTERM"
+    );
 
     // Keep writing until the node closes the socket.
     let close_code = loop {
@@ -41,21 +50,35 @@ async fn sigterm_drains_a_node_under_traffic() {
         match a.try_next(Duration::from_millis(5)).await {
             Some(serde_json::Value::Null) => break a.closed,
             Some(frame) if frame["type"] == "chatMessage" => {
-                acked.insert(frame["message"]["clientId"].as_str().unwrap_or("").to_owned());
+                acked.insert(
+                    frame["message"]["clientId"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
             }
             _ => {}
         }
-        assert!(term_at.elapsed() < Duration::from_secs(20), "socket not closed by the drain");
+        assert!(
+            term_at.elapsed() < Duration::from_secs(20),
+            "socket not closed by the drain"
+        );
     };
     assert_eq!(close_code.map(u16::from), Some(1012), "service restart");
 
     // A new socket is not accepted by the draining node.
     if let Ok(mut late) = alice.try_ws_at(&c.url(1), None).await {
         let frame = late.try_next(Duration::from_secs(2)).await;
-        assert!(matches!(frame, None | Some(serde_json::Value::Null)), "draining node served {frame:?}");
+        assert!(
+            matches!(frame, None | Some(serde_json::Value::Null)),
+            "draining node served {frame:?}"
+        );
     }
 
-    let status = c.wait_exit(1, Duration::from_secs(25)).await.expect("node exits within the bound");
+    let status = c
+        .wait_exit(1, Duration::from_secs(25))
+        .await
+        .expect("node exits within the bound");
     assert!(status.success(), "clean exit: {status:?}");
     assert!(term_at.elapsed() < Duration::from_secs(21));
 
@@ -75,15 +98,26 @@ async fn sigterm_drains_a_node_under_traffic() {
         .filter_map(|r| r.client_id)
         .collect();
     assert!(!acked.is_empty());
-    assert!(acked.is_subset(&stored), "acked but not stored: {:?}", acked.difference(&stored));
+    assert!(
+        acked.is_subset(&stored),
+        "acked but not stored: {:?}",
+        acked.difference(&stored)
+    );
     // …and everything stored was published to bob, on the node that stayed up.
     let mut delivered = BTreeSet::new();
     while delivered.len() < stored.len() {
         let frame = b.expect_type("chatMessage").await;
-        delivered.insert(frame["message"]["clientId"].as_str().unwrap_or("").to_owned());
+        delivered.insert(
+            frame["message"]["clientId"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
     }
     assert_eq!(delivered, stored);
     // The drained node's users were taken offline with it.
-    let online = c.redis_keys(&format!("presence:node:{}", c.nodes[1].id)).await;
+    let online = c
+        .redis_keys(&format!("presence:node:{}", c.nodes[1].id))
+        .await;
     assert!(online.is_empty());
 }

@@ -22,7 +22,9 @@ pub const PASSWORD: &str = "correct horse";
 pub const FRAME_WAIT: Duration = Duration::from_secs(10);
 
 pub fn random(n: usize) -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), n).to_lowercase()
+    Alphanumeric
+        .sample_string(&mut rand::rng(), n)
+        .to_lowercase()
 }
 
 fn free_port() -> u16 {
@@ -77,7 +79,10 @@ impl Cluster {
                 child: None,
                 port: free_port(),
                 id: format!("node-{tag}-{i}"),
-                extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                extra_env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             };
             cluster.nodes.push(node);
             cluster.launch(i).await;
@@ -155,7 +160,11 @@ impl Cluster {
     }
 
     /// Waits for node `i` to exit; returns its exit status and how long that took.
-    pub async fn wait_exit(&mut self, i: usize, bound: Duration) -> Option<std::process::ExitStatus> {
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        bound: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + bound;
         let child = self.nodes[i].child.as_mut()?;
         loop {
@@ -310,8 +319,11 @@ impl User {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
-        self.post("/api/login", json!({"username": username, "password": password}))
-            .await
+        self.post(
+            "/api/login",
+            json!({"username": username, "password": password}),
+        )
+        .await
     }
 
     pub fn cookie(&self) -> Option<String> {
@@ -328,10 +340,7 @@ impl User {
     /// Opens a WebSocket on the node at `base` with this user's session, and reads the
     /// `updateUsers` frame every connection starts with.
     pub async fn ws_at(&self, base: &str) -> Ws {
-        let mut ws = self
-            .try_ws_at(base, None)
-            .await
-            .expect("websocket upgrade");
+        let mut ws = self.try_ws_at(base, None).await.expect("websocket upgrade");
         let first = ws.next().await;
         assert_eq!(first["type"], "updateUsers", "first frame: {first}");
         ws.users = first;
@@ -383,7 +392,10 @@ impl Ws {
 
     /// Like `send`, for sockets the server may be closing.
     pub async fn try_send(&mut self, frame: Value) -> bool {
-        self.stream.send(Message::text(frame.to_string())).await.is_ok()
+        self.stream
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_ok()
     }
 
     pub async fn send_raw(&mut self, msg: Message) {
@@ -394,7 +406,9 @@ impl Ws {
     pub async fn try_next(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()?;
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
             match msg {
                 Some(Ok(Message::Text(t))) => {
                     return Some(serde_json::from_str(t.as_str()).expect("frames are JSON"))
@@ -463,8 +477,10 @@ impl Ws {
     }
 
     pub async fn message(&mut self, peer: &str, text: &str, client_id: &str) {
-        self.send(json!({"type": "chatMessage", "peer": peer, "text": text, "clientId": client_id}))
-            .await;
+        self.send(
+            json!({"type": "chatMessage", "peer": peer, "text": text, "clientId": client_id}),
+        )
+        .await;
     }
 
     /// Sends and waits for the acknowledgement (the message echoed back with its id).
@@ -472,7 +488,9 @@ impl Ws {
         let client_id = random(12);
         self.message(peer, text, &client_id).await;
         let frame = self
-            .expect("chatMessage", |f| f["message"]["clientId"] == client_id.as_str())
+            .expect("chatMessage", |f| {
+                f["message"]["clientId"] == client_id.as_str()
+            })
             .await;
         frame["message"].clone()
     }

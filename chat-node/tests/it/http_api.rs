@@ -8,10 +8,15 @@ async fn error_code(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     let body: Value = r.json().await.expect("error bodies are JSON");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error has a message: {body}"
     );
-    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -26,14 +31,42 @@ async fn register_returns_201_and_rejects_bad_input_with_codes() {
     assert!(body["id"].as_u64().is_some());
 
     let cases = [
-        (json!({"username": "ab", "password": PASSWORD}), 400, "invalid_username"),
-        (json!({"username": "has space", "password": PASSWORD}), 400, "invalid_username"),
-        (json!({"username": "x".repeat(33), "password": PASSWORD}), 400, "invalid_username"),
-        (json!({"username": "okname", "password": "short"}), 400, "invalid_password"),
-        (json!({"username": "okname", "password": "p".repeat(73)}), 400, "invalid_password"),
+        (
+            json!({"username": "ab", "password": PASSWORD}),
+            400,
+            "invalid_username",
+        ),
+        (
+            json!({"username": "has space", "password": PASSWORD}),
+            400,
+            "invalid_username",
+        ),
+        (
+            json!({"username": "x".repeat(33), "password": PASSWORD}),
+            400,
+            "invalid_username",
+        ),
+        (
+            json!({"username": "okname", "password": "short"}),
+            400,
+            "invalid_password",
+        ),
+        (
+            json!({"username": "okname", "password": "p".repeat(73)}),
+            400,
+            "invalid_password",
+        ),
         (json!({"username": "okname"}), 400, "invalid_body"),
-        (json!({"username": 5, "password": PASSWORD}), 400, "invalid_body"),
-        (json!({"username": name.to_uppercase(), "password": PASSWORD}), 409, "username_taken"),
+        (
+            json!({"username": 5, "password": PASSWORD}),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!({"username": name.to_uppercase(), "password": PASSWORD}),
+            409,
+            "username_taken",
+        ),
     ];
     for (body, status, code) in cases {
         let r = u.post("/api/register", body.clone()).await;
@@ -55,7 +88,11 @@ async fn register_returns_201_and_rejects_bad_input_with_codes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(r).await, (400, "invalid_body".to_owned()), "no content type");
+    assert_eq!(
+        error_code(r).await,
+        (400, "invalid_body".to_owned()),
+        "no content type"
+    );
     assert_eq!(c.count("SELECT COUNT(*) AS n FROM users").await, 1);
 }
 
@@ -100,7 +137,11 @@ async fn login_renews_the_session_id() {
     let second = u.cookie().expect("cookie after second login");
     assert_ne!(first, second, "a new session id on login");
     let keys_after = c.redis_keys("session:*").await;
-    assert_eq!(keys_after.len(), 1, "the old session state is gone: {keys_after:?}");
+    assert_eq!(
+        keys_after.len(),
+        1,
+        "the old session state is gone: {keys_after:?}"
+    );
     assert_ne!(keys_before, keys_after);
 }
 
@@ -156,7 +197,10 @@ async fn logout_closes_that_sessions_sockets_on_every_node() {
 async fn me_and_users_require_a_session() {
     let c = Cluster::start(1).await;
     let u = User::new(c.url(0));
-    assert_eq!(error_code(u.get("/api/me").await).await, (401, "unauthenticated".to_owned()));
+    assert_eq!(
+        error_code(u.get("/api/me").await).await,
+        (401, "unauthenticated".to_owned())
+    );
     assert_eq!(
         error_code(u.get("/api/users").await).await,
         (401, "unauthenticated".to_owned())
@@ -183,23 +227,50 @@ async fn users_are_paged_in_username_order_with_online_state() {
     let _bravo_ws = bravo.ws().await;
 
     let page: Value = viewer.get("/api/users?limit=2").await.json().await.unwrap();
-    let names: Vec<&str> = page["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    let names: Vec<&str> = page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
     assert_eq!(names, [format!("Alpha_{tag}"), format!("bravo_{tag}")]);
-    assert_eq!(page["users"][1]["online"], true, "bravo has a socket on node 0");
+    assert_eq!(
+        page["users"][1]["online"], true,
+        "bravo has a socket on node 0"
+    );
     assert_eq!(page["users"][0]["online"], false);
     assert_eq!(page["next"], format!("bravo_{tag}"));
     let next = page["next"].as_str().unwrap().to_owned();
-    let page: Value = viewer.get(&format!("/api/users?limit=2&after={next}")).await.json().await.unwrap();
-    let names: Vec<&str> = page["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    let page: Value = viewer
+        .get(&format!("/api/users?limit=2&after={next}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
     assert_eq!(names, [format!("charlie_{tag}"), format!("delta_{tag}")]);
     let next = page["next"].as_str().unwrap().to_owned();
-    let page: Value = viewer.get(&format!("/api/users?limit=2&after={next}")).await.json().await.unwrap();
+    let page: Value = viewer
+        .get(&format!("/api/users?limit=2&after={next}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["users"].as_array().unwrap().len(), 1);
     assert_eq!(page["next"], Value::Null);
 
     for bad in ["limit=0", "limit=1001", "limit=abc", "limit=-1"] {
         let r = viewer.get(&format!("/api/users?{bad}")).await;
-        assert_eq!(error_code(r).await, (400, "invalid_query".to_owned()), "{bad}");
+        assert_eq!(
+            error_code(r).await,
+            (400, "invalid_query".to_owned()),
+            "{bad}"
+        );
     }
 }
 
@@ -222,7 +293,10 @@ async fn health_metrics_client_and_unknown_routes() {
     assert!(r.text().await.unwrap().contains("/static/app.js"));
     assert_eq!(u.get("/static/app.js").await.status(), 200);
     assert_eq!(u.get("/static/style.css").await.status(), 200);
-    assert_eq!(error_code(u.get("/nope").await).await, (404, "not_found".to_owned()));
+    assert_eq!(
+        error_code(u.get("/nope").await).await,
+        (404, "not_found".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -234,6 +308,9 @@ async fn websocket_from_a_foreign_origin_is_refused_with_403() {
         other => panic!("expected 403, got {:?}", other.map(|_| "a socket")),
     }
     let own = c.url(0);
-    let mut ok = u.try_ws_at(&c.url(0), Some(&own)).await.expect("own origin allowed");
+    let mut ok = u
+        .try_ws_at(&c.url(0), Some(&own))
+        .await
+        .expect("own origin allowed");
     assert_eq!(ok.next().await["type"], "updateUsers");
 }

@@ -2,6 +2,9 @@
 //! database and a fresh Redis prefix per test, so every test is a small cluster. One test
 //! binary keeps link time down.
 
+// Test support panics on purpose: a failed set-up step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 mod bad_frames;

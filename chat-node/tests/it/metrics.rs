@@ -21,7 +21,8 @@ async fn counters_move_after_a_chat() {
         a.send_acked(&bob.username, &format!("m{i}")).await;
         b.expect_type("chatMessage").await;
     }
-    a.send(serde_json::json!({"type": "chatMessage", "peer": bob.username, "text": " "})).await;
+    a.send(serde_json::json!({"type": "chatMessage", "peer": bob.username, "text": " "}))
+        .await;
     a.expect_type("error").await;
 
     let m0 = alice.get("/metrics").await.text().await.unwrap();
@@ -37,9 +38,17 @@ async fn counters_move_after_a_chat() {
     assert_eq!(value(&m1, "chat_fanout_latency_seconds_count"), 3.0);
     assert_eq!(value(&m0, "chat_db_write_seconds_count"), 3.0);
     assert_eq!(value(&m0, "chat_redis_publish_seconds_count"), 6.0);
-    assert_eq!(value(&m0, "chat_client_errors_total{code=\"empty_message\"}"), 1.0);
+    assert_eq!(
+        value(&m0, "chat_client_errors_total{code=\"empty_message\"}"),
+        1.0
+    );
     assert!(value(&m0, "chat_presence_changes_total{state=\"online\"}") >= 1.0);
-    assert!(value(&m0, "chat_http_requests_total{route=\"/api/login\",status=\"200\"}") >= 1.0);
+    assert!(
+        value(
+            &m0,
+            "chat_http_requests_total{route=\"/api/login\",status=\"200\"}"
+        ) >= 1.0
+    );
     assert!(value(&m0, "chat_db_pool_size") >= 1.0);
     assert!(value(&m0, "chat_redis_pool_size") >= 1.0);
     assert!(m0.contains("chat_fanout_latency_seconds_bucket{le=\"0.001\"}"));

@@ -14,14 +14,24 @@ async fn presence_changes_reach_other_nodes() {
     let mut a = alice.ws().await;
     let b = bob.ws().await;
     let p = a.expect_type("presence").await;
-    assert_eq!(p, json!({"type": "presence", "username": bob.username, "online": true}));
+    assert_eq!(
+        p,
+        json!({"type": "presence", "username": bob.username, "online": true})
+    );
     b.close().await;
     let p = a.expect_type("presence").await;
-    assert_eq!(p, json!({"type": "presence", "username": bob.username, "online": false}));
+    assert_eq!(
+        p,
+        json!({"type": "presence", "username": bob.username, "online": false})
+    );
     let users: serde_json::Value = alice.get("/api/users").await.json().await.unwrap();
     let listed = users["users"].as_array().unwrap();
-    assert!(listed.iter().any(|u| u["username"] == bob.username && u["online"] == false));
-    assert!(listed.iter().any(|u| u["username"] == alice.username && u["online"] == true));
+    assert!(listed
+        .iter()
+        .any(|u| u["username"] == bob.username && u["online"] == false));
+    assert!(listed
+        .iter()
+        .any(|u| u["username"] == alice.username && u["online"] == true));
 }
 
 #[tokio::test]
@@ -34,7 +44,8 @@ async fn a_user_stays_online_while_any_device_is_connected() {
     let b2 = bob.ws_at(&c.url(1)).await;
     a.expect("presence", |p| p["online"] == true).await;
     b1.close().await;
-    a.expect_none("presence", Duration::from_secs(1), |_| true).await;
+    a.expect_none("presence", Duration::from_secs(1), |_| true)
+        .await;
     b2.close().await;
     a.expect("presence", |p| p["online"] == false).await;
 }
@@ -83,7 +94,13 @@ async fn users_of_a_killed_node_go_offline_within_30_seconds() {
             break frame;
         }
     };
-    assert_eq!(p, json!({"type": "presence", "username": bob.username, "online": false}));
+    assert_eq!(
+        p,
+        json!({"type": "presence", "username": bob.username, "online": false})
+    );
     assert!(killed.elapsed() < deadline);
-    assert!(c.redis_keys(&format!("presence:node:{}", c.nodes[1].id)).await.is_empty());
+    assert!(c
+        .redis_keys(&format!("presence:node:{}", c.nodes[1].id))
+        .await
+        .is_empty());
 }
