@@ -11,5 +11,6 @@ mod bad_frames;
 mod chat;
 mod drain;
 mod http_api;
+mod lb;
 mod metrics;
 mod presence;
