@@ -133,7 +133,14 @@ async function newUserPage(url) {
     await dialog.dismiss();
   });
   page.on("pageerror", (error) => pageErrors.push(`${url}: ${error.message}`));
-  if (process.env.E2E_DEBUG) page.on("console", (message) => console.error(`[${url}] ${message.text()}`));
+  if (process.env.E2E_DEBUG) {
+    page.on("console", (message) => console.error(`[${url}] ${message.text()}`));
+    page.on("websocket", (socket) => {
+      socket.on("framereceived", ({ payload }) => console.error(`[${url}] <= ${String(payload).slice(0, 200)}`));
+      socket.on("framesent", ({ payload }) => console.error(`[${url}] => ${String(payload).slice(0, 200)}`));
+      socket.on("close", () => console.error(`[${url}] socket closed`));
+    });
+  }
   await page.goto(url);
   return page;
 }
@@ -274,6 +281,15 @@ test("two users chat through two nodes in real browsers", async (t) => {
     conversation.push(reply);
     await messagesWithText(pageA, reply).waitFor();
 
+    for (const [page, text] of [
+      [pageA, "Two nodes, one conversation: this went through Redis to node b."],
+      [pageB, "And it came back just as fast. Lunch at noon?"],
+    ]) {
+      await sendMessage(page, text);
+      conversation.push(text);
+      await messagesWithText(page === pageA ? pageB : pageA, text).waitFor();
+    }
+
     // Own messages on one side, the peer's on the other, each with a time.
     assert.equal(await messagesWithText(pageA, hello).getAttribute("data-own"), "true");
     assert.equal(await messagesWithText(pageA, reply).getAttribute("data-own"), "false");
@@ -289,6 +305,7 @@ test("two users chat through two nodes in real browsers", async (t) => {
 
     await pageA.locator("#message-input").pressSequentially("Let me think", { delay: 60 });
     await notice.filter({ hasText: typingText }).waitFor();
+    await shot(pageB, "3-typing-b");
     // After 2 s without a key press A sends doneTyping.
     await waitUntil(pageB, () => document.querySelector("#typing-indicator").textContent === "", null, 4000);
 
