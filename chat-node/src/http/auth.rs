@@ -1,6 +1,8 @@
 //! Accounts and sessions. Sessions live in Redis (actix-session), so any node accepts a
 //! session another node created.
 
+use std::sync::OnceLock;
+
 use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use chat_common::protocol::{Credentials, UserInfo};
@@ -19,9 +21,9 @@ const USERNAME: &str = "username";
 const TAG: &str = "tag";
 /// The window in which failed logins are counted.
 const FAILURE_WINDOW_SECS: i64 = 300;
-/// A valid bcrypt hash compared against when the user does not exist, so both failures
-/// take as long.
-const DUMMY_HASH: &str = "$2b$12$C6UzMDM.H6dfI/f/IKcEeO5j8m/6q6bXb3xR0dJYx0e/3cQmZx0xK";
+/// A hash at the configured cost, checked when the user does not exist so that an unknown
+/// user and a wrong password take equally long.
+static DUMMY_HASH: OnceLock<String> = OnceLock::new();
 
 /// The logged-in user of a session.
 #[derive(Debug, Clone)]
@@ -60,6 +62,14 @@ async fn hash(password: String, cost: u32) -> Result<String, AppError> {
         .await
         .map_err(session_err)?
         .map_err(session_err)
+}
+
+async fn dummy_hash(cost: u32) -> Result<String, AppError> {
+    if let Some(h) = DUMMY_HASH.get() {
+        return Ok(h.clone());
+    }
+    let h = hash("no such user".to_owned(), cost).await?;
+    Ok(DUMMY_HASH.get_or_init(|| h).clone())
 }
 
 async fn verify(password: String, hash: String) -> bool {
@@ -123,7 +133,7 @@ pub async fn login(
             }),
             u.password_hash,
         ),
-        None => (None, DUMMY_HASH.to_owned()),
+        None => (None, dummy_hash(state.limits.bcrypt_cost).await?),
     };
     let ok = verify(password, hashed).await;
     let user = match (ok, user) {

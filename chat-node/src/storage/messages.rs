@@ -17,7 +17,7 @@ use super::schema::{channels, messages, users};
 use super::users::{LastId, User};
 use super::{Db, StoreError};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = messages)]
 struct MessageRow {
     id: i64,
@@ -216,16 +216,19 @@ impl Db {
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
         let mut conn = self.conn().await?;
-        let mut query = messages::table
-            .filter(messages::channel_id.eq(channel_id))
-            .order(messages::id.desc())
-            .limit(i64::from(limit) + 1)
-            .select(MessageRow::as_select())
-            .into_boxed();
-        if let Some(before) = before {
-            query = query.filter(messages::id.lt(i64::from(before)));
-        }
-        let mut rows: Vec<MessageRow> = query.load(&mut conn).await?;
+        // Without the hint MariaDB may pick a `ref` scan of the whole channel and skip the
+        // rows newer than `before`; the hint keeps it one range scan of LIMIT rows (see
+        // docs/design.md).
+        let mut rows: Vec<MessageRow> = diesel::sql_query(
+            "SELECT id, channel_id, sender_id, client_id, body, sent_at \
+             FROM messages FORCE INDEX (messages_channel_id_idx) \
+             WHERE channel_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind::<BigInt, _>(channel_id)
+        .bind::<BigInt, _>(before.map_or(i64::MAX, i64::from))
+        .bind::<BigInt, _>(i64::from(limit) + 1)
+        .load(&mut conn)
+        .await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         rows.reverse();
