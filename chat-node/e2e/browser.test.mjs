@@ -269,7 +269,12 @@ test("two users chat through two nodes in real browsers", async (t) => {
 
   await t.test("2. messages go both ways and show on both sides", async () => {
     await openConversation(pageA, userB);
-    await openConversation(pageB, userA);
+    // Keyboard only: the people list holds buttons; Enter opens the conversation.
+    await userButton(pageB, userA).focus();
+    await pageB.keyboard.press("Enter");
+    await waitUntil(pageB, (name) => document.querySelector("#conversation-title")?.textContent === name, userA);
+    assert.equal(await pageB.evaluate(() => document.activeElement?.id), "message-input", "focus moves to the composer");
+    await pageB.locator("#history-status", { hasText: "Loading" }).waitFor({ state: "hidden" });
 
     const hello = `Hi ${userB}, this is ${userA} on node a`;
     await sendMessage(pageA, hello);
@@ -423,6 +428,18 @@ test("two users chat through two nodes in real browsers", async (t) => {
     assert.deepEqual(pageA.dialogs, []);
     assert.deepEqual(pageB.dialogs, []);
     await shot(pageA, "6-chat-a");
+  });
+
+  await t.test("6b. at phone width the people list sits above the conversation", async () => {
+    await pageA.setViewportSize({ width: 390, height: 760 });
+    const sidebar = await pageA.locator(".sidebar").boundingBox();
+    const conversationBox = await pageA.locator("#conversation").boundingBox();
+    assert.ok(sidebar.y + sidebar.height <= conversationBox.y + 1, "stacked, not side by side");
+    assert.ok(conversationBox.width >= 380, "the conversation takes the full width");
+    const overflow = await pageA.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.equal(overflow, 0, "no horizontal scrolling of the page");
+    await shot(pageA, "6b-phone-a");
+    await pageA.setViewportSize({ width: 1100, height: 720 });
   });
 
   await t.test("7. B logs out and A sees B offline", async () => {
