@@ -415,6 +415,22 @@ test("two users chat through two nodes in real browsers", async (t) => {
     await userButton(pageB, userA).and(pageB.locator('[data-online="true"]')).waitFor();
   });
 
+  await t.test("5b. node b drains (SIGTERM, close 1012) and restarts; B comes back on its own", async () => {
+    const status = pageB.locator("#connection-status");
+    const drained = killNode(nodes.b, "SIGTERM");
+    await status.filter({ hasText: "reconnecting…" }).waitFor();
+    await drained;
+    const text = `Sent while b was draining ${hex(2)}`;
+    await sendMessage(pageA, text);
+    conversation.push(text);
+    await waitReady(startNode("b", nodes.b.port));
+    await status.waitFor({ state: "hidden", timeout: RECONNECT_TIMEOUT_MS });
+    await messagesWithText(pageB, text).waitFor();
+    await sleep(500);
+    assert.equal(await messagesWithText(pageB, text).count(), 1);
+    assert.deepEqual(await messageTexts(pageB), conversation, "B's view holds every message in order");
+  });
+
   await t.test("6. markup in a message is shown as text", async () => {
     const nasty = "<script>alert(1)</script><b>x</b>";
     await sendMessage(pageA, nasty);

@@ -911,11 +911,19 @@ function wireEvents() {
   // Only a move upwards near the top pages back; landing near the top because the
   // first page barely overflows (we scroll to the bottom after it) must not.
   let lastScrollTop = 0;
+  let pinnedToBottom = true;
   el.scroller.addEventListener("scroll", () => {
     const top = el.scroller.scrollTop;
     if (top < LOAD_OLDER_THRESHOLD_PX && top <= lastScrollTop) loadOlder();
     lastScrollTop = top;
+    pinnedToBottom = el.scroller.scrollHeight - top - el.scroller.clientHeight < 80;
   }, { passive: true });
+  // Rotating a phone or opening its keyboard resizes the list: keep the newest in view.
+  if (typeof ResizeObserver === "function") {
+    new ResizeObserver(() => {
+      if (pinnedToBottom) scrollToBottom();
+    }).observe(el.scroller);
+  }
   // When the page is not yet scrollable, a wheel or swipe upward still asks for more.
   el.scroller.addEventListener("wheel", (event) => {
     if (event.deltaY < 0 && el.scroller.scrollTop < LOAD_OLDER_THRESHOLD_PX) loadOlder();
