@@ -1,0 +1,379 @@
+//! # loadtest
+//!
+//! Goose load tests for the chat cluster; each goose user is one chat user.
+//!
+//! - `chat`: register, log in, open `/ws`; every transaction sends a `chatMessage` to the
+//!   partner (user 2k talks to 2k+1) and records the time to its acknowledgement.
+//! - `history`: the same start, a few seeded messages, then pages `chatHistory`.
+//! - `http`: `GET /api/me` and `GET /api/users?limit=50`.
+//!
+//! Takes goose's own flags (`--host`, `--users`, `--increase-rate`, `--run-time`,
+//! `--scenarios`, `--report-file`, ...). `LOADTEST_HOSTS` spreads users over several
+//! nodes (partners on different nodes); `LOADTEST_RUN` fixes the user-name tag. Only
+//! `http://127.0.0.1` is ever targeted, and a run stops after 60 s unless told otherwise.
+//!
+//! - [`plan`]: names, pairing, host choice and the local-only check (pure, tested).
+//! - [`ws`]: the per-user socket, its reader task and the run-wide counters.
+
+mod plan;
+mod ws;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use chat_common::protocol::Credentials;
+use chat_common::MessageId;
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+
+use plan::Kind;
+use ws::{Conn, TOTALS};
+
+const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
+const DEFAULT_RUN_TIME_SECS: usize = 60;
+/// Messages each `history` user writes at start, so there are pages to read.
+const HISTORY_SEED: usize = 15;
+const HISTORY_PAGE: u32 = 10;
+
+struct Settings {
+    run: String,
+    /// Per-user nodes from `LOADTEST_HOSTS`; empty means goose's `--host` for everyone.
+    hosts: Vec<String>,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+static NEXT_USER: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+/// Per goose user: who they are, who they talk to, and their socket.
+#[derive(Clone)]
+struct Session {
+    me: String,
+    partner: String,
+    conn: Option<Arc<Conn>>,
+    seq: u64,
+    before: Option<MessageId>,
+}
+
+fn fail(message: impl Into<String>) -> Box<TransactionError> {
+    Box::new(TransactionError::Custom(message.into()))
+}
+
+fn session(user: &mut GooseUser) -> Result<&mut Session, Box<TransactionError>> {
+    user.get_session_data_mut::<Session>()
+        .ok_or_else(|| fail("no session: on_start did not finish"))
+}
+
+fn conn(user: &mut GooseUser) -> Result<Arc<Conn>, Box<TransactionError>> {
+    session(user)?
+        .conn
+        .clone()
+        .ok_or_else(|| fail("no WebSocket for this user"))
+}
+
+/// Registers (tolerating 409) and logs in; returns the `Cookie` header of the session.
+/// The partner is registered too, so messages to a partner not yet started are not
+/// `unknown_user`.
+async fn log_in(user: &mut GooseUser, kind: Kind) -> Result<String, Box<TransactionError>> {
+    let settings = SETTINGS.get().ok_or_else(|| fail("settings not set"))?;
+    let n = NEXT_USER[kind.index()].fetch_add(1, Ordering::Relaxed);
+    if let Some(host) = plan::pick_host(&settings.hosts, n) {
+        user.set_base_url(host)?;
+    }
+    plan::check_local(user.base_url.as_str()).map_err(fail)?;
+    let me = plan::username(&settings.run, kind, n);
+    let partner = plan::username(&settings.run, kind, plan::partner(n));
+    for name in [&me, &partner] {
+        let creds = Credentials {
+            username: name.clone(),
+            password: plan::PASSWORD.into(),
+        };
+        let mut goose = user.post_json("/api/register", &creds).await?;
+        let status = goose.response.as_ref().map(|r| r.status().as_u16());
+        match status {
+            Ok(201) => {}
+            Ok(409) => user.set_success(&mut goose.request)?,
+            Ok(s) => return Err(fail(format!("register {name}: status {s}"))),
+            Err(e) => return Err(fail(format!("register {name}: {e}"))),
+        }
+    }
+    let creds = Credentials {
+        username: me.clone(),
+        password: plan::PASSWORD.into(),
+    };
+    let goose = user.post_json("/api/login", &creds).await?;
+    let response = goose
+        .response
+        .map_err(|e| fail(format!("login {me}: {e}")))?;
+    if response.status().as_u16() != 200 {
+        return Err(fail(format!("login {me}: status {}", response.status())));
+    }
+    let cookie = plan::cookie_header(
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+    .ok_or_else(|| fail(format!("login {me}: no session cookie")))?;
+    user.set_session_data(Session {
+        me,
+        partner,
+        conn: None,
+        seq: 0,
+        before: None,
+    });
+    Ok(cookie)
+}
+
+/// Opens the socket, recording the time to the opening `updateUsers` as `WS connect`.
+async fn connect(user: &mut GooseUser, cookie: &str) -> TransactionResult {
+    let url = plan::ws_url(user.base_url.as_str());
+    let (me, partner) = {
+        let s = session(user)?;
+        (s.me.clone(), s.partner.clone())
+    };
+    let started = Instant::now();
+    let opened = Conn::open(&url, cookie, &me, &partner).await;
+    let took = started.elapsed();
+    match opened {
+        Ok(conn) => {
+            user.record_custom_request_duration("WS", "connect", took, true, Some(101), None)
+                .await?;
+            session(user)?.conn = Some(Arc::new(conn));
+            Ok(())
+        }
+        Err(e) => {
+            user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
+                .await?;
+            Err(fail(e))
+        }
+    }
+}
+
+/// Sends one message to the partner and records the time to its acknowledgement.
+async fn send_message(user: &mut GooseUser, name: &str) -> TransactionResult {
+    let conn = conn(user)?;
+    let (partner, client_id, text) = {
+        let s = session(user)?;
+        s.seq += 1;
+        let text = format!("load test message {} from {}", s.seq, s.me);
+        (s.partner.clone(), format!("{}-{}", s.me, s.seq), text)
+    };
+    let started = Instant::now();
+    let result = conn.chat(&partner, text, client_id).await;
+    let took = started.elapsed();
+    match result {
+        Ok(()) => {
+            user.record_custom_request_duration("WS", name, took, true, None, None)
+                .await
+        }
+        Err(e) => {
+            user.record_custom_request_duration("WS", name, took, false, None, Some(&e))
+                .await?;
+            Err(fail(e))
+        }
+    }
+}
+
+async fn chat_start(user: &mut GooseUser) -> TransactionResult {
+    let cookie = log_in(user, Kind::Chat).await?;
+    connect(user, &cookie).await
+}
+
+async fn chat_message(user: &mut GooseUser) -> TransactionResult {
+    send_message(user, "chatMessage ack").await
+}
+
+async fn history_start(user: &mut GooseUser) -> TransactionResult {
+    let cookie = log_in(user, Kind::History).await?;
+    connect(user, &cookie).await?;
+    for _ in 0..HISTORY_SEED {
+        send_message(user, "chatMessage ack (history seed)").await?;
+    }
+    Ok(())
+}
+
+/// Pages back through the conversation; starts again from the newest at the end.
+async fn history_page(user: &mut GooseUser) -> TransactionResult {
+    let conn = conn(user)?;
+    let (partner, before) = {
+        let s = session(user)?;
+        (s.partner.clone(), s.before)
+    };
+    let started = Instant::now();
+    let result = conn.history(&partner, before, HISTORY_PAGE).await;
+    let took = started.elapsed();
+    match result {
+        Ok((oldest, has_more)) => {
+            session(user)?.before = if has_more { oldest } else { None };
+            user.record_custom_request_duration("WS", "chatHistory", took, true, None, None)
+                .await
+        }
+        Err(e) => {
+            user.record_custom_request_duration("WS", "chatHistory", took, false, None, Some(&e))
+                .await?;
+            Err(fail(e))
+        }
+    }
+}
+
+async fn ws_stop(user: &mut GooseUser) -> TransactionResult {
+    if let Some(conn) = user
+        .get_session_data_mut::<Session>()
+        .and_then(|s| s.conn.take())
+    {
+        conn.close().await;
+    }
+    Ok(())
+}
+
+async fn http_start(user: &mut GooseUser) -> TransactionResult {
+    log_in(user, Kind::Http).await.map(|_| ())
+}
+
+async fn http_me(user: &mut GooseUser) -> TransactionResult {
+    user.get("/api/me").await?;
+    Ok(())
+}
+
+async fn http_users(user: &mut GooseUser) -> TransactionResult {
+    user.get("/api/users?limit=50").await?;
+    Ok(())
+}
+
+fn scenarios() -> Result<Vec<Scenario>, GooseError> {
+    // Waits keep every socket far below the server's 20 frames/s (burst 40).
+    let chat = scenario!("chat")
+        .set_weight(4)?
+        .set_wait_time(Duration::from_millis(250), Duration::from_millis(750))?
+        .register_transaction(
+            transaction!(chat_start)
+                .set_on_start()
+                .set_name("chat start"),
+        )
+        .register_transaction(transaction!(chat_message).set_name("chatMessage"))
+        .register_transaction(transaction!(ws_stop).set_on_stop().set_name("close"));
+    let history = scenario!("history")
+        .set_weight(1)?
+        .set_wait_time(Duration::from_millis(500), Duration::from_millis(1000))?
+        .register_transaction(
+            transaction!(history_start)
+                .set_on_start()
+                .set_name("history start"),
+        )
+        .register_transaction(transaction!(history_page).set_name("chatHistory"))
+        .register_transaction(transaction!(ws_stop).set_on_stop().set_name("close"));
+    let http = scenario!("http")
+        .set_weight(1)?
+        .set_wait_time(Duration::from_millis(500), Duration::from_millis(1000))?
+        .register_transaction(
+            transaction!(http_start)
+                .set_on_start()
+                .set_name("http start"),
+        )
+        .register_transaction(transaction!(http_me).set_name("me"))
+        .register_transaction(transaction!(http_users).set_name("users"));
+    Ok(vec![chat, history, http])
+}
+
+fn print_extras() {
+    let partner = TOTALS.from_partner.load(Ordering::Relaxed);
+    let mut delivery = std::mem::take(
+        &mut *TOTALS
+            .delivery_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    delivery.sort_unstable();
+    let ms = |p: f64| {
+        plan::percentile(&delivery, p)
+            .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "\n=== chat extras (run {}) ===",
+        SETTINGS.get().map(|s| s.run.as_str()).unwrap_or("?")
+    );
+    println!("messages received from partner: {partner}");
+    println!(
+        "partner delivery latency (server sentAt -> received): p50 {} p95 {} p99 {} max {}",
+        ms(50.0),
+        ms(95.0),
+        ms(99.0),
+        ms(100.0)
+    );
+    println!(
+        "other chatMessage frames: {}",
+        TOTALS.other_messages.load(Ordering::Relaxed)
+    );
+    println!(
+        "sockets closed by the server: {}",
+        TOTALS.closed_early.load(Ordering::Relaxed)
+    );
+    let errors = TOTALS
+        .error_frames
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if errors.is_empty() {
+        println!("error frames: none");
+    } else {
+        let mut errors: Vec<_> = errors.into_iter().collect();
+        errors.sort();
+        for (code, n) in errors {
+            println!("error frames {code}: {n}");
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let config = GooseConfiguration::parse_args_default_or_exit();
+    let hosts = match std::env::var("LOADTEST_HOSTS") {
+        Ok(list) => plan::parse_hosts(&list)?,
+        Err(_) => Vec::new(),
+    };
+    if let Some(host) = &config.host {
+        plan::check_local(host)?;
+    }
+    let default_host = hosts
+        .first()
+        .map_or(DEFAULT_HOST, String::as_str)
+        .to_owned();
+    let run = plan::run_tag(std::env::var("LOADTEST_RUN").ok())?;
+    let bounded = config.run_time.is_some() || config.iterations.is_some();
+    SETTINGS
+        .set(Settings { run, hosts })
+        .map_err(|_| "settings set twice".to_owned())?;
+    let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
+    for scenario in scenarios().map_err(|e| e.to_string())? {
+        attack = attack.register_scenario(scenario);
+    }
+    attack = *attack
+        .set_default(GooseDefault::Host, default_host.as_str())
+        .map_err(|e| e.to_string())?;
+    if !bounded {
+        attack = *attack
+            .set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME_SECS)
+            .map_err(|e| e.to_string())?;
+    }
+    attack.execute().await.map_err(|e| e.to_string())?;
+    print_extras();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
