@@ -10,7 +10,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -200,6 +200,7 @@ async function openConversation(page, peer) {
 
 before(async () => {
   assert.ok(BIN, "CHAT_NODE_BIN must point to the built chat-node binary (cargo build -p chat-node)");
+  assert.ok(existsSync(CHROMIUM), `no browser at ${CHROMIUM}: run ./ensure-chromium.sh`);
   const [portA, portB] = [await freePort(), await freePort()];
   // Node 1 first: it creates the database and runs the migrations.
   await waitReady(startNode("a", portA));
