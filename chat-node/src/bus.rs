@@ -91,6 +91,7 @@ pub fn now_us() -> i64 {
 enum Sub {
     User(i64),
     Presence(String),
+    Directory,
 }
 
 struct Conn {
@@ -99,6 +100,8 @@ struct Conn {
     session_tag: String,
     tx: mpsc::Sender<Outbound>,
     watching: HashSet<String>,
+    /// Its `updateUsers` listed everyone, so users who register later are added to it.
+    full_directory: bool,
 }
 
 #[derive(Default)]
@@ -115,6 +118,7 @@ impl State {
         match sub {
             Sub::User(id) => self.by_user.contains_key(id),
             Sub::Presence(name) => self.watchers.contains_key(name),
+            Sub::Directory => true,
         }
     }
 
@@ -186,6 +190,7 @@ impl Hub {
                 session_tag: session_tag.to_owned(),
                 tx,
                 watching: HashSet::new(),
+                full_directory: false,
             },
         );
         let conns = st.by_user.entry(user_id).or_default();
@@ -253,6 +258,12 @@ impl Hub {
         }
     }
 
+    pub fn set_full_directory(&self, id: ConnId) {
+        if let Some(conn) = self.state().conns.get_mut(&id) {
+            conn.full_directory = true;
+        }
+    }
+
     /// Waits until the subscriber has applied every change made so far.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -305,6 +316,7 @@ impl Hub {
         let presence = st.watchers.keys().map(|n| Sub::Presence(n.clone()));
         users
             .chain(presence)
+            .chain([Sub::Directory])
             .map(|s| self.channel_name(&s))
             .collect()
     }
@@ -313,6 +325,7 @@ impl Hub {
         match sub {
             Sub::User(id) => self.inner.keys.user_channel(*id),
             Sub::Presence(name) => self.inner.keys.presence_channel(name),
+            Sub::Directory => self.inner.keys.directory_channel(),
         }
     }
 
@@ -320,6 +333,9 @@ impl Hub {
         let rest = channel
             .strip_prefix(self.inner.keys.prefix())?
             .strip_prefix(':')?;
+        if rest == "directory" {
+            return Some(Sub::Directory);
+        }
         if let Some(id) = rest.strip_prefix("u:") {
             return id.parse().ok().map(Sub::User);
         }
@@ -348,8 +364,54 @@ impl Hub {
                 drop(st);
                 self.evict(stuck);
             }
+            Some(Sub::Directory) => self.dispatch_new_user(payload),
             None => tracing::warn!(channel, "message on an unknown channel"),
         }
+    }
+
+    /// A user registered: sockets that list everyone learn of them and follow their
+    /// presence from now on.
+    fn dispatch_new_user(&self, payload: &[u8]) {
+        #[derive(Deserialize)]
+        struct NewUser {
+            username: String,
+        }
+        let Ok(user) = serde_json::from_slice::<NewUser>(payload) else {
+            tracing::warn!("undecodable event on the directory channel");
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let text = ByteString::from(text.to_owned());
+        let mut st = self.state();
+        let ids: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.full_directory && !c.username.eq_ignore_ascii_case(&user.username))
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let stuck: Vec<ConnId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !st.send(*id, Outbound::Text(text.clone())))
+            .collect();
+        for id in &ids {
+            if let Some(conn) = st.conns.get_mut(id) {
+                conn.watching.insert(user.username.clone());
+            }
+        }
+        st.watchers
+            .entry(user.username.clone())
+            .or_default()
+            .extend(ids.iter().copied());
+        st.dirty.insert(Sub::Presence(user.username));
+        drop(st);
+        self.inner.changed.notify_one();
+        self.evict(stuck);
     }
 
     fn dispatch_user(&self, user_id: i64, payload: &[u8]) {

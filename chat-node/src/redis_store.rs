@@ -50,6 +50,11 @@ impl Keys {
         format!("{}:u:{user_id}", self.prefix)
     }
 
+    /// New users, announced to sockets that list the whole directory.
+    pub fn directory_channel(&self) -> String {
+        format!("{}:directory", self.prefix)
+    }
+
     pub fn presence_channel_prefix(&self) -> String {
         format!("{}:p:", self.prefix)
     }

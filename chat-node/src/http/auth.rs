@@ -98,6 +98,15 @@ pub async fn register(
         Err(CreateUserError::Store(e)) => return Err(e.into()),
     };
     tracing::info!(user_id = user.id, "registered");
+    let announce = crate::presence::presence_frame(&user.username, false);
+    if let Err(e) = state
+        .redis
+        .publish(&state.redis.keys.directory_channel(), &announce)
+        .await
+    {
+        // The account exists; others see it on their next connect.
+        tracing::warn!(error = %e, "could not announce the new user");
+    }
     Ok(HttpResponse::Created().json(info(&user)?))
 }
 

@@ -45,6 +45,9 @@ impl Connection {
     /// are confirmed before presence is read, so no change falls between the two.
     pub async fn setup(&mut self) -> Result<ByteString, AppError> {
         let names = self.state.db.directory(&self.me, DIRECTORY_LIMIT).await?;
+        if names.len() < DIRECTORY_LIMIT {
+            self.state.hub.set_full_directory(self.id);
+        }
         self.state
             .hub
             .watch(self.id, names.iter().map(String::as_str));

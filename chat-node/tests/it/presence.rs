@@ -104,3 +104,22 @@ async fn users_of_a_killed_node_go_offline_within_30_seconds() {
         .await
         .is_empty());
 }
+
+#[tokio::test]
+async fn users_who_register_later_appear_for_connected_users() {
+    let c = Cluster::start(2).await;
+    let alice = c.login_new(0, "alice").await;
+    let mut a = alice.ws().await;
+    let bob = c.login_new(1, "bob").await;
+    let p = a.expect_type("presence").await;
+    assert_eq!(
+        p,
+        json!({"type": "presence", "username": bob.username, "online": false})
+    );
+    let _b = bob.ws().await;
+    let p = a.expect_type("presence").await;
+    assert_eq!(
+        p,
+        json!({"type": "presence", "username": bob.username, "online": true})
+    );
+}
