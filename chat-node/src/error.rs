@@ -56,6 +56,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         InvalidCredentials | Unauthenticated => StatusCode::UNAUTHORIZED,
         OriginNotAllowed => StatusCode::FORBIDDEN,
         NotFound | UnknownUser => StatusCode::NOT_FOUND,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         TooManyAttempts | RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -74,7 +75,9 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        error_response(self.to_api())
+        let api = self.to_api();
+        tracing::info!(code = %api.code, "request refused");
+        error_response(api)
     }
 }
 

@@ -20,6 +20,7 @@ const BACKOFF_MAX_MS = 10000;
 const RATE_LIMIT_RETRY_MS = 1500;
 const LOAD_OLDER_THRESHOLD_PX = 40;
 const CLOSE_SERVICE_RESTART = 1012;
+const RESTART_SPREAD_MS = 1000;
 
 // ---------------------------------------------------------------------------
 // 1. DOM helpers and utilities
@@ -350,9 +351,13 @@ function onClose(socket, event) {
   link.disconnectedAt = link.disconnectedAt || Date.now();
   setConnectionStatus("Connection lost — reconnecting…");
   if (event.code === CLOSE_SERVICE_RESTART) {
-    // The node is draining: another node will take us right away.
+    // The node is draining: another node takes us within a second. The random delay
+    // spreads a drained node's clients so they do not all arrive at once.
     link.attempt = 0;
-    connect();
+    link.timer = setTimeout(() => {
+      link.timer = null;
+      connect();
+    }, Math.random() * RESTART_SPREAD_MS);
     return;
   }
   scheduleReconnect();

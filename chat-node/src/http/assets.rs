@@ -3,6 +3,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::resource;
+
 const INDEX: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
 const STYLE: &str = include_str!("../../static/style.css");
@@ -16,16 +18,14 @@ fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/",
-        web::get().to(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-    )
-    .route(
-        "/static/app.js",
-        web::get().to(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
-    )
-    .route(
-        "/static/style.css",
-        web::get().to(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-    );
+    const ASSETS: [(&str, &str, &str); 3] = [
+        ("/", INDEX, "text/html; charset=utf-8"),
+        ("/static/app.js", APP_JS, "text/javascript; charset=utf-8"),
+        ("/static/style.css", STYLE, "text/css; charset=utf-8"),
+    ];
+    for (path, body, content_type) in ASSETS {
+        cfg.service(
+            resource(path).route(web::get().to(move || async move { asset(body, content_type) })),
+        );
+    }
 }

@@ -30,17 +30,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .app_data(web::QueryConfig::default().error_handler(query_error))
-    .route("/api/register", web::post().to(auth::register))
-    .route("/api/login", web::post().to(auth::login))
-    .route("/api/logout", web::post().to(auth::logout))
-    .route("/api/me", web::get().to(auth::me))
-    .route("/api/users", web::get().to(users::list))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/ws", web::get().to(crate::ws::upgrade))
+    .service(resource("/api/register").route(web::post().to(auth::register)))
+    .service(resource("/api/login").route(web::post().to(auth::login)))
+    .service(resource("/api/logout").route(web::post().to(auth::logout)))
+    .service(resource("/api/me").route(web::get().to(auth::me)))
+    .service(resource("/api/users").route(web::get().to(users::list)))
+    .service(resource("/healthz").route(web::get().to(health::healthz)))
+    .service(resource("/readyz").route(web::get().to(health::readyz)))
+    .service(resource("/metrics").route(web::get().to(health::metrics)))
+    .service(resource("/ws").route(web::get().to(crate::ws::upgrade)))
     .configure(assets::configure)
     .default_service(web::to(not_found));
+}
+
+/// A route whose other methods get a JSON 405 rather than actix's empty one.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} is not supported on {}", req.method(), req.path());
+    error_response(ApiError::new(ErrorCode::MethodNotAllowed, message))
 }
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {

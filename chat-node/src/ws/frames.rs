@@ -67,6 +67,7 @@ impl Connection {
     }
 
     fn error(&self, err: ApiError, reference: Option<String>) -> ByteString {
+        tracing::info!(user_id = self.me.id, code = %err.code, "frame refused");
         self.state
             .metrics
             .client_errors

@@ -42,7 +42,12 @@ pub async fn upgrade(
         )
         .into());
     }
-    let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    let (response, ws, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        AppError::client(
+            ErrorCode::BadRequest,
+            format!("not a WebSocket handshake: {e}"),
+        )
+    })?;
     let state = state.get_ref().clone();
     let task = state
         .sockets

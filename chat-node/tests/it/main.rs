@@ -13,4 +13,5 @@ mod drain;
 mod http_api;
 mod lb;
 mod metrics;
+mod migrations;
 mod presence;
