@@ -34,6 +34,8 @@ pub struct Metrics {
     pub redis_pool_size: IntGauge,
     pub redis_pool_available: IntGauge,
     pub redis_pool_waiting: IntGauge,
+    pub db_pool_wait: Histogram,
+    pub redis_pool_wait: Histogram,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,16 @@ impl Metrics {
                 &r,
                 "chat_redis_pool_waiting",
                 "Tasks waiting for a Redis connection",
+            )?,
+            db_pool_wait: histogram(
+                &r,
+                "chat_db_pool_wait_seconds",
+                "Wait for a MySQL pool connection",
+            )?,
+            redis_pool_wait: histogram(
+                &r,
+                "chat_redis_pool_wait_seconds",
+                "Wait for a Redis pool connection",
             )?,
             registry: r,
         })

@@ -1,7 +1,9 @@
 //! The Redis pool and the names of every key and channel, all under the node's prefix.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus::Histogram;
 
 use deadpool_redis::{
     Config as PoolConfig, Connection, Pool, PoolConfig as Sizing, Runtime, Timeouts,
@@ -100,11 +102,13 @@ impl Keys {
 pub struct Redis {
     pool: Pool,
     client: redis::Client,
+    wait: Histogram,
     pub keys: Keys,
 }
 
 impl Redis {
-    pub fn new(url: &str, prefix: &str, size: usize) -> Result<Self, RedisError> {
+    /// `wait` observes how long callers wait for a connection.
+    pub fn new(url: &str, prefix: &str, size: usize, wait: Histogram) -> Result<Self, RedisError> {
         let mut cfg = PoolConfig::from_url(url);
         cfg.pool = Some(Sizing {
             max_size: size.max(1),
@@ -122,6 +126,7 @@ impl Redis {
         Ok(Self {
             pool,
             client,
+            wait,
             keys: Keys::new(prefix),
         })
     }
@@ -135,7 +140,10 @@ impl Redis {
     }
 
     pub async fn conn(&self) -> Result<Connection, RedisError> {
-        Ok(self.pool.get().await?)
+        let started = Instant::now();
+        let conn = self.pool.get().await;
+        self.wait.observe(started.elapsed().as_secs_f64());
+        Ok(conn?)
     }
 
     pub async fn ping(&self) -> Result<(), RedisError> {

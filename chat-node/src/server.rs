@@ -61,11 +61,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 
     let node_id = config.node_id();
     let metrics = Metrics::new()?;
-    let db = Db::new(&config.database_url, config.db_pool_size)?;
+    let db = Db::new(
+        &config.database_url,
+        config.db_pool_size,
+        metrics.db_pool_wait.clone(),
+    )?;
     let redis = Redis::new(
         &config.redis_url,
         &config.redis_prefix,
         config.redis_pool_size,
+        metrics.redis_pool_wait.clone(),
     )?;
     let presence = Presence::new(redis.clone(), node_id.clone());
     // A previous process with this node id may have died holding users.

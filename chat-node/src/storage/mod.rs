@@ -6,7 +6,9 @@ mod migrate;
 mod schema;
 pub mod users;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus::Histogram;
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
@@ -41,10 +43,12 @@ impl From<PoolError> for StoreError {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<AsyncMysqlConnection>,
+    wait: Histogram,
 }
 
 impl Db {
-    pub fn new(database_url: &str, size: usize) -> Result<Self, StoreError> {
+    /// `wait` observes how long callers wait for a connection.
+    pub fn new(database_url: &str, size: usize, wait: Histogram) -> Result<Self, StoreError> {
         let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(database_url);
         let pool = Pool::builder(manager)
             .max_size(size.max(1))
@@ -53,11 +57,14 @@ impl Db {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, wait })
     }
 
     pub async fn conn(&self) -> Result<Object<AsyncMysqlConnection>, StoreError> {
-        Ok(self.pool.get().await?)
+        let started = Instant::now();
+        let conn = self.pool.get().await;
+        self.wait.observe(started.elapsed().as_secs_f64());
+        Ok(conn?)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

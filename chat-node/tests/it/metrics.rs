@@ -51,6 +51,8 @@ async fn counters_move_after_a_chat() {
     );
     assert!(value(&m0, "chat_db_pool_size") >= 1.0);
     assert!(value(&m0, "chat_redis_pool_size") >= 1.0);
+    assert!(value(&m0, "chat_db_pool_wait_seconds_count") >= 3.0);
+    assert!(value(&m0, "chat_redis_pool_wait_seconds_count") >= 6.0);
     assert!(m0.contains("chat_fanout_latency_seconds_bucket{le=\"0.001\"}"));
     assert!(m0.contains("chat_fanout_latency_seconds_bucket{le=\"5\"}"));
 }
