@@ -36,6 +36,8 @@ const DEFAULT_RUN_TIME_SECS: usize = 60;
 /// Messages each `history` user writes at start, so there are pages to read.
 const HISTORY_SEED: usize = 15;
 const HISTORY_PAGE: u32 = 10;
+/// The request name of the `chat` scenario's acknowledged messages.
+const ACK: &str = "chatMessage ack";
 
 struct Settings {
     run: String,
@@ -170,6 +172,9 @@ async fn send_message(user: &mut GooseUser, name: &str) -> TransactionResult {
     let took = started.elapsed();
     match result {
         Ok(()) => {
+            if name == ACK {
+                ws::lock(&TOTALS.ack_us).push(took.as_micros() as u64);
+            }
             user.record_custom_request_duration("WS", name, took, true, None, None)
                 .await
         }
@@ -187,7 +192,7 @@ async fn chat_start(user: &mut GooseUser) -> TransactionResult {
 }
 
 async fn chat_message(user: &mut GooseUser) -> TransactionResult {
-    send_message(user, "chatMessage ack").await
+    send_message(user, ACK).await
 }
 
 async fn history_start(user: &mut GooseUser) -> TransactionResult {
@@ -212,6 +217,7 @@ async fn history_page(user: &mut GooseUser) -> TransactionResult {
     match result {
         Ok((oldest, has_more)) => {
             session(user)?.before = if has_more { oldest } else { None };
+            ws::lock(&TOTALS.history_us).push(took.as_micros() as u64);
             user.record_custom_request_duration("WS", "chatHistory", took, true, None, None)
                 .await
         }
