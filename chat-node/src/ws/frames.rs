@@ -140,28 +140,27 @@ impl Connection {
                 self.send_message(&peer, channel, &text, client_id.as_deref())
                     .await
             }
-            ClientFrame::Typing { peer } => {
-                let peer = self.peer(&peer).await?;
-                let frame = ServerFrame::Typing {
-                    from: self.me.username.clone(),
-                };
-                self.publish(peer.id, &frame, None, None).await?;
-                Ok(vec![])
-            }
-            ClientFrame::DoneTyping { peer } => {
-                let peer = self.peer(&peer).await?;
-                let frame = ServerFrame::DoneTyping {
-                    from: self.me.username.clone(),
-                };
-                self.publish(peer.id, &frame, None, None).await?;
-                Ok(vec![])
-            }
+            ClientFrame::Typing { peer } => self.relay_typing(&peer, true).await,
+            ClientFrame::DoneTyping { peer } => self.relay_typing(&peer, false).await,
             ClientFrame::Sync { after, limit } => {
                 let limit = limit.unwrap_or(SYNC_DEFAULT_LIMIT);
                 let (messages, has_more) = self.state.db.sync(self.me.id, after, limit).await?;
                 Ok(vec![frame_text(&ServerFrame::Sync { messages, has_more })])
             }
         }
+    }
+
+    /// Typing travels like a message but is never stored, and goes to the peer alone.
+    async fn relay_typing(&self, peer: &str, typing: bool) -> Result<Vec<ByteString>, AppError> {
+        let peer = self.peer(peer).await?;
+        let from = self.me.username.clone();
+        let frame = if typing {
+            ServerFrame::Typing { from }
+        } else {
+            ServerFrame::DoneTyping { from }
+        };
+        self.publish(peer.id, &frame, None, None).await?;
+        Ok(vec![])
     }
 
     async fn send_message(

@@ -212,6 +212,15 @@ async fn me_and_users_require_a_session() {
     }
 }
 
+fn usernames(page: &Value) -> Vec<&str> {
+    page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn users_are_paged_in_username_order_with_online_state() {
     let c = Cluster::start(2).await;
@@ -227,12 +236,7 @@ async fn users_are_paged_in_username_order_with_online_state() {
     let _bravo_ws = bravo.ws().await;
 
     let page: Value = viewer.get("/api/users?limit=2").await.json().await.unwrap();
-    let names: Vec<&str> = page["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["username"].as_str().unwrap())
-        .collect();
+    let names = usernames(&page);
     assert_eq!(names, [format!("Alpha_{tag}"), format!("bravo_{tag}")]);
     assert_eq!(
         page["users"][1]["online"], true,
@@ -247,12 +251,7 @@ async fn users_are_paged_in_username_order_with_online_state() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = page["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["username"].as_str().unwrap())
-        .collect();
+    let names = usernames(&page);
     assert_eq!(names, [format!("charlie_{tag}"), format!("delta_{tag}")]);
     let next = page["next"].as_str().unwrap().to_owned();
     let page: Value = viewer
