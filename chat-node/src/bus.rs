@@ -28,6 +28,8 @@ pub type ConnId = u64;
 /// How many frames may wait for one slow socket before the node gives up on it.
 pub const OUTBOX_CAPACITY: usize = 512;
 const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a new socket waits for its subscriptions before giving up.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a socket task is asked to do.
 #[derive(Debug)]
@@ -264,12 +266,14 @@ impl Hub {
         }
     }
 
-    /// Waits until the subscriber has applied every change made so far.
-    pub async fn flush(&self) {
+    /// Waits until the subscriber has applied every change made so far; false when it
+    /// could not within [`FLUSH_TIMEOUT`] (Redis unreachable).
+    pub async fn flush(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.inner.flush_tx.send(tx).is_ok() {
-            let _ = rx.await;
+        if self.inner.flush_tx.send(tx).is_err() {
+            return false;
         }
+        matches!(tokio::time::timeout(FLUSH_TIMEOUT, rx).await, Ok(Ok(())))
     }
 
     pub fn is_connected(&self, user_id: i64) -> bool {

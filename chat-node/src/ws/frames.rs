@@ -16,6 +16,7 @@ use chat_common::ErrorCode;
 use super::rate::TokenBucket;
 use crate::bus::{frame_text, now_us, ConnId, UserEvent};
 use crate::error::AppError;
+use crate::redis_store::RedisError;
 use crate::state::AppState;
 use crate::storage::messages::{StoreMessageError, Stored};
 use crate::storage::users::User;
@@ -51,7 +52,11 @@ impl Connection {
         self.state
             .hub
             .watch(self.id, names.iter().map(String::as_str));
-        self.state.hub.flush().await;
+        if !self.state.hub.flush().await {
+            return Err(AppError::Redis(RedisError::Pool(
+                "the subscriber connection is not ready".into(),
+            )));
+        }
         let transition = self.state.presence.transition().await;
         if self.state.presence.connect(&self.me.username).await? {
             self.state.metrics.presence_changed(true);
