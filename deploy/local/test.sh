@@ -15,6 +15,13 @@ if cargo tree --locked -p chat-common -e normal --prefix none | grep -Eq '^(acti
   exit 1
 fi
 
+echo "== one redis client: sessions, pub/sub and presence share the redis crate and pool"
+if [ "$(grep -c '^name = "redis"$' Cargo.lock)" -ne 1 ]; then
+  cargo tree --locked -i redis
+  echo "more than one version of the redis crate is in Cargo.lock" >&2
+  exit 1
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
 
