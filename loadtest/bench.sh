@@ -6,6 +6,7 @@
 #   loadtest/bench.sh 50 200 500        # results in $OUT (default /tmp/chat-bench-<tag>)
 #
 # Env: RUN_TIME (default 60s), SCENARIOS (default: all), PORT_A/PORT_B (9181/9182),
+# LOADTEST_CHAT_WAIT_MS (chat pace, default 250-750), OUT,
 # CARGO_TARGET_DIR (default ~/.cache/chat-target). Needs MariaDB and Redis on localhost.
 set -euo pipefail
 
@@ -61,7 +62,8 @@ for users in "${@:-50}"; do
   start_node "$PORT_A" bench-1
   start_node "$PORT_B" bench-2
   rate=$(( users / 10 > 5 ? users / 10 : 5 ))
-  ( sleep 40; top -b -n1 -w 200 | head -25 >"$OUT/top-$users.txt" ) &
+  # The second of two samples 3 s apart: the first one averages since boot.
+  ( sleep 40; top -b -n2 -d 3 -w 200 | awk '/^top -/{n++} n==2' | head -16 >"$OUT/top-$users.txt" ) &
   top_pid=$!
   LOADTEST_HOSTS="http://127.0.0.1:$PORT_A,http://127.0.0.1:$PORT_B" \
   LOADTEST_RUN="${TAG}u$users" \

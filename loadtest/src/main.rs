@@ -9,7 +9,8 @@
 //!
 //! Takes goose's own flags (`--host`, `--users`, `--increase-rate`, `--run-time`,
 //! `--scenarios`, `--report-file`, ...). `LOADTEST_HOSTS` spreads users over several
-//! nodes (partners on different nodes); `LOADTEST_RUN` fixes the user-name tag. Only
+//! nodes (partners on different nodes); `LOADTEST_RUN` fixes the user-name tag;
+//! `LOADTEST_CHAT_WAIT_MS=<min>-<max>` sets the chat users' pace (default 250-750). Only
 //! `http://127.0.0.1` is ever targeted, and a run stops after 60 s unless told otherwise.
 //!
 //! - [`plan`]: names, pairing, host choice and the local-only check (pure, tested).
@@ -33,6 +34,8 @@ use ws::{Conn, TOTALS};
 
 const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
 const DEFAULT_RUN_TIME_SECS: usize = 60;
+/// Between two messages of one `chat` user: about 2 messages/s, a tenth of the limit.
+const DEFAULT_CHAT_WAIT_MS: (u64, u64) = (250, 750);
 /// Messages each `history` user writes at start, so there are pages to read.
 const HISTORY_SEED: usize = 15;
 const HISTORY_PAGE: u32 = 10;
@@ -253,11 +256,14 @@ async fn http_users(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-fn scenarios() -> Result<Vec<Scenario>, GooseError> {
+fn scenarios(chat_wait: (u64, u64)) -> Result<Vec<Scenario>, GooseError> {
     // Waits keep every socket far below the server's 20 frames/s (burst 40).
     let chat = scenario!("chat")
         .set_weight(4)?
-        .set_wait_time(Duration::from_millis(250), Duration::from_millis(750))?
+        .set_wait_time(
+            Duration::from_millis(chat_wait.0),
+            Duration::from_millis(chat_wait.1),
+        )?
         .register_transaction(
             transaction!(chat_start)
                 .set_on_start()
@@ -357,7 +363,11 @@ async fn run() -> Result<(), String> {
         .set(Settings { run, hosts })
         .map_err(|_| "settings set twice".to_owned())?;
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
-    for scenario in scenarios().map_err(|e| e.to_string())? {
+    let chat_wait = match std::env::var("LOADTEST_CHAT_WAIT_MS") {
+        Ok(range) => plan::parse_wait(&range)?,
+        Err(_) => DEFAULT_CHAT_WAIT_MS,
+    };
+    for scenario in scenarios(chat_wait).map_err(|e| e.to_string())? {
         attack = attack.register_scenario(scenario);
     }
     attack = *attack

@@ -133,6 +133,19 @@ pub fn parse_hosts(list: &str) -> Result<Vec<String>, String> {
     Ok(hosts)
 }
 
+/// `LOADTEST_CHAT_WAIT_MS=<min>-<max>`: the `chat` scenario's wait between messages.
+/// A floor of 60 ms keeps one socket under the server's 20 frames/s.
+pub fn parse_wait(range: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("LOADTEST_CHAT_WAIT_MS is <min>-<max> ms, min >= 60: {range:?}");
+    let (lo, hi) = range.split_once('-').ok_or_else(bad)?;
+    let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
+    if lo < 60 || hi < lo {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
 /// `http://127.0.0.1:9181/` → `ws://127.0.0.1:9181/ws`.
 pub fn ws_url(base: &str) -> String {
     format!(
@@ -233,6 +246,15 @@ mod tests {
             Some("id=abc; x=1".into())
         );
         assert_eq!(cookie_header([]), None);
+    }
+
+    #[test]
+    fn chat_wait_ranges_stay_under_the_rate_limit() {
+        assert_eq!(parse_wait("250-750"), Ok((250, 750)));
+        assert_eq!(parse_wait("60 - 60"), Ok((60, 60)));
+        for bad in ["10-20", "300-200", "300", "a-b"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
