@@ -294,31 +294,35 @@ fn scenarios(chat_wait: (u64, u64)) -> Result<Vec<Scenario>, GooseError> {
     Ok(vec![chat, history, http])
 }
 
-fn print_extras() {
-    let partner = TOTALS.from_partner.load(Ordering::Relaxed);
-    let mut delivery = std::mem::take(
-        &mut *TOTALS
-            .delivery_us
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
-    delivery.sort_unstable();
+/// `n, p50 p95 p99 max` of microsecond samples, in milliseconds.
+fn summary(samples: &std::sync::Mutex<Vec<u64>>) -> String {
+    let mut v = std::mem::take(&mut *ws::lock(samples));
+    v.sort_unstable();
     let ms = |p: f64| {
-        plan::percentile(&delivery, p)
-            .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
+        plan::percentile(&v, p)
+            .map(|us| format!("{:.2}", us as f64 / 1000.0))
             .unwrap_or_else(|| "-".into())
     };
-    println!(
-        "\n=== chat extras (run {}) ===",
-        SETTINGS.get().map(|s| s.run.as_str()).unwrap_or("?")
-    );
-    println!("messages received from partner: {partner}");
-    println!(
-        "partner delivery latency (server sentAt -> received): p50 {} p95 {} p99 {} max {}",
+    format!(
+        "n {} p50 {} p95 {} p99 {} max {} (ms)",
+        v.len(),
         ms(50.0),
         ms(95.0),
         ms(99.0),
         ms(100.0)
+    )
+}
+
+fn print_extras() {
+    let partner = TOTALS.from_partner.load(Ordering::Relaxed);
+    let run = SETTINGS.get().map_or("?", |s| s.run.as_str());
+    println!("\n=== chat extras (run {run}; whole run, ramp-up included) ===");
+    println!("chatMessage ack latency: {}", summary(&TOTALS.ack_us));
+    println!("chatHistory latency: {}", summary(&TOTALS.history_us));
+    println!("messages received from partner: {partner}");
+    println!(
+        "partner delivery latency (server sentAt -> received): {}",
+        summary(&TOTALS.delivery_us)
     );
     println!(
         "other chatMessage frames: {}",
