@@ -130,6 +130,31 @@ impl State {
             None => false,
         }
     }
+
+    /// Queues `text` for each socket; returns those whose outbox was full.
+    fn broadcast(&self, ids: &[ConnId], text: &ByteString) -> Vec<ConnId> {
+        ids.iter()
+            .copied()
+            .filter(|id| !self.send(*id, Outbound::Text(text.clone())))
+            .collect()
+    }
+
+    /// Makes socket `id` follow `name`'s presence; true when the node must subscribe.
+    fn add_watch(&mut self, id: ConnId, name: &str) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        if !conn.watching.insert(name.to_owned()) {
+            return false;
+        }
+        let set = self.watchers.entry(name.to_owned()).or_default();
+        set.insert(id);
+        if set.len() == 1 {
+            self.dirty.insert(Sub::Presence(name.to_owned()));
+            return true;
+        }
+        false
+    }
 }
 
 /// The node's registry of local sockets; cheap to clone.
@@ -237,22 +262,9 @@ impl Hub {
     /// The socket now receives presence changes of these users.
     pub fn watch<'a>(&self, id: ConnId, usernames: impl IntoIterator<Item = &'a str>) {
         let mut st = self.state();
-        let mut fresh = Vec::new();
-        if let Some(conn) = st.conns.get_mut(&id) {
-            for name in usernames {
-                if conn.watching.insert(name.to_owned()) {
-                    fresh.push(name.to_owned());
-                }
-            }
-        }
         let mut changed = false;
-        for name in fresh {
-            let set = st.watchers.entry(name.clone()).or_default();
-            set.insert(id);
-            if set.len() == 1 {
-                st.dirty.insert(Sub::Presence(name));
-                changed = true;
-            }
+        for name in usernames {
+            changed |= st.add_watch(id, name);
         }
         drop(st);
         if changed {
@@ -361,10 +373,7 @@ impl Hub {
                     .get(&name)
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
-                let stuck: Vec<ConnId> = ids
-                    .into_iter()
-                    .filter(|id| !st.send(*id, Outbound::Text(text.clone())))
-                    .collect();
+                let stuck = st.broadcast(&ids, &text);
                 drop(st);
                 self.evict(stuck);
             }
@@ -395,26 +404,15 @@ impl Hub {
             .filter(|(_, c)| c.full_directory && !c.username.eq_ignore_ascii_case(&user.username))
             .map(|(id, _)| *id)
             .collect();
-        if ids.is_empty() {
-            return;
-        }
-        let stuck: Vec<ConnId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !st.send(*id, Outbound::Text(text.clone())))
-            .collect();
+        let stuck = st.broadcast(&ids, &text);
+        let mut changed = false;
         for id in &ids {
-            if let Some(conn) = st.conns.get_mut(id) {
-                conn.watching.insert(user.username.clone());
-            }
+            changed |= st.add_watch(*id, &user.username);
         }
-        st.watchers
-            .entry(user.username.clone())
-            .or_default()
-            .extend(ids.iter().copied());
-        st.dirty.insert(Sub::Presence(user.username));
         drop(st);
-        self.inner.changed.notify_one();
+        if changed {
+            self.inner.changed.notify_one();
+        }
         self.evict(stuck);
     }
 
@@ -454,29 +452,17 @@ impl Hub {
                 ..
             } => {
                 let text = ByteString::from(frame.get().to_owned());
-                let mut stuck = Vec::new();
-                let mut newly_watched = Vec::new();
-                for id in &ids {
-                    if !st.send(*id, Outbound::Text(text.clone())) {
-                        stuck.push(*id);
-                    }
-                    if let (Some(peer), Some(conn)) = (&peer, st.conns.get_mut(id)) {
-                        if conn.watching.insert(peer.clone()) {
-                            newly_watched.push(*id);
-                        }
-                    }
-                }
+                let stuck = st.broadcast(&ids, &text);
+                let mut changed = false;
                 if let Some(peer) = &peer {
-                    for id in newly_watched {
-                        let set = st.watchers.entry(peer.clone()).or_default();
-                        set.insert(id);
-                        if set.len() == 1 {
-                            st.dirty.insert(Sub::Presence(peer.clone()));
-                        }
+                    for id in &ids {
+                        changed |= st.add_watch(*id, peer);
                     }
                 }
                 drop(st);
-                self.inner.changed.notify_one();
+                if changed {
+                    self.inner.changed.notify_one();
+                }
                 if let Some(stored) = stored_at_us {
                     let delivered = (ids.len() - stuck.len()) as u64;
                     self.inner.metrics.messages_delivered.inc_by(delivered);
@@ -585,6 +571,91 @@ pub fn frame_text(frame: &impl Serialize) -> ByteString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hub() -> Hub {
+        Hub::new(Keys::new("t"), Metrics::new().unwrap()).0
+    }
+
+    fn socket(hub: &Hub, user_id: i64, name: &str) -> (ConnId, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(8);
+        (hub.register(user_id, name, "tag", tx), rx)
+    }
+
+    fn text(rx: &mut mpsc::Receiver<Outbound>) -> Option<String> {
+        match rx.try_recv() {
+            Ok(Outbound::Text(t)) => Some(t.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_user_channel_is_wanted_from_the_first_socket_to_the_last() {
+        let hub = hub();
+        let (a, _ra) = socket(&hub, 1, "ann");
+        assert_eq!(hub.take_dirty(), vec![("t:u:1".to_owned(), true)]);
+        let (b, _rb) = socket(&hub, 1, "ann");
+        assert!(
+            hub.take_dirty().is_empty(),
+            "a second socket changes nothing"
+        );
+        hub.unregister(a);
+        assert!(hub.take_dirty().is_empty());
+        assert!(hub.is_connected(1));
+        hub.unregister(b);
+        assert_eq!(hub.take_dirty(), vec![("t:u:1".to_owned(), false)]);
+        assert!(!hub.is_connected(1));
+    }
+
+    #[test]
+    fn presence_reaches_the_sockets_that_watch_the_user_only() {
+        let hub = hub();
+        let (a, mut ra) = socket(&hub, 1, "ann");
+        let (_b, mut rb) = socket(&hub, 2, "ben");
+        hub.watch(a, ["cat"]);
+        let dirty = hub.take_dirty();
+        assert!(dirty.contains(&("t:p:cat".to_owned(), true)), "{dirty:?}");
+        hub.dispatch(
+            "t:p:cat",
+            br#"{"type":"presence","username":"cat","online":true}"#,
+        );
+        assert!(text(&mut ra).is_some_and(|t| t.contains("cat")));
+        assert_eq!(text(&mut rb), None);
+    }
+
+    #[test]
+    fn a_message_goes_to_every_socket_of_the_user_and_follows_the_peer() {
+        let hub = hub();
+        let (a1, mut r1) = socket(&hub, 1, "ann");
+        let (_a2, mut r2) = socket(&hub, 1, "ann");
+        hub.take_dirty();
+        let frame = serde_json::json!({"type": "typing", "from": "dan"});
+        let event =
+            serde_json::to_vec(&UserEvent::frame(&frame, Some("dan".into()), None)).unwrap();
+        hub.dispatch("t:u:1", &event);
+        let got = text(&mut r1).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&got).unwrap(),
+            frame
+        );
+        assert_eq!(text(&mut r2), Some(got));
+        assert_eq!(hub.take_dirty(), vec![("t:p:dan".to_owned(), true)]);
+        hub.unregister(a1);
+        hub.dispatch("t:u:1", &event);
+        assert!(text(&mut r2).is_some(), "the other socket still gets it");
+    }
+
+    #[test]
+    fn logout_closes_only_the_sockets_of_that_session() {
+        let hub = hub();
+        let (tx1, mut r1) = mpsc::channel(8);
+        let (tx2, mut r2) = mpsc::channel(8);
+        hub.register(1, "ann", "phone", tx1);
+        hub.register(1, "ann", "laptop", tx2);
+        let event = serde_json::to_vec(&UserEvent::<()>::logout("phone".into())).unwrap();
+        hub.dispatch("t:u:1", &event);
+        assert!(matches!(r1.try_recv(), Ok(Outbound::Close(1008, _))));
+        assert!(r2.try_recv().is_err());
+    }
 
     #[test]
     fn user_events_carry_the_frame_verbatim() {

@@ -221,6 +221,17 @@ fn usernames(page: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The page after `page`, two users long.
+async fn next_page(viewer: &User, page: &Value) -> Value {
+    let next = page["next"].as_str().unwrap();
+    viewer
+        .get(&format!("/api/users?limit=2&after={next}"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn users_are_paged_in_username_order_with_online_state() {
     let c = Cluster::start(2).await;
@@ -244,22 +255,10 @@ async fn users_are_paged_in_username_order_with_online_state() {
     );
     assert_eq!(page["users"][0]["online"], false);
     assert_eq!(page["next"], format!("bravo_{tag}"));
-    let next = page["next"].as_str().unwrap().to_owned();
-    let page: Value = viewer
-        .get(&format!("/api/users?limit=2&after={next}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page = next_page(&viewer, &page).await;
     let names = usernames(&page);
     assert_eq!(names, [format!("charlie_{tag}"), format!("delta_{tag}")]);
-    let next = page["next"].as_str().unwrap().to_owned();
-    let page: Value = viewer
-        .get(&format!("/api/users?limit=2&after={next}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page = next_page(&viewer, &page).await;
     assert_eq!(page["users"].as_array().unwrap().len(), 1);
     assert_eq!(page["next"], Value::Null);
 
