@@ -37,7 +37,7 @@ for n in 1 2; do
   echo $! >"$run/node$n.pid"
 done
 
-ready() { curl -fsS -o /dev/null "$1"; }
+ready() { curl -fs -o /dev/null "$1"; }
 for port in 8081 8082; do
   for _ in $(seq 1 150); do ready "http://127.0.0.1:$port/readyz" && break; sleep 0.2; done
   ready "http://127.0.0.1:$port/readyz" || { echo "node on $port is not ready; see $run/" >&2; exit 1; }
