@@ -529,7 +529,13 @@ pub async fn run_subscriber(
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes()),
+                    Some(msg) => {
+                        hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
+                        // A message can make sockets watch someone new (a peer, a new
+                        // user): subscribe before reading on, so their next presence
+                        // change is not missed.
+                        if apply(&hub, &mut sink).await.is_err() { break; }
+                    }
                     None => {
                         tracing::error!("redis subscriber connection lost");
                         break;

@@ -99,8 +99,12 @@ impl Cluster {
     }
 
     /// Starts node `i` (again) on its port and waits until it is ready.
+    fn log_path(&self, i: usize) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}-{}.log", self.db, self.nodes[i].id))
+    }
+
     pub async fn launch(&mut self, i: usize) {
-        let log = std::env::temp_dir().join(format!("{}-{}.log", self.db, self.nodes[i].id));
+        let log = self.log_path(i);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -239,6 +243,15 @@ impl Drop for Cluster {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+        // Node logs are kept for a failed test only, and named so it can be read.
+        for i in 0..self.nodes.len() {
+            let log = self.log_path(i);
+            if std::thread::panicking() {
+                eprintln!("node log kept: {}", log.display());
+            } else {
+                let _ = std::fs::remove_file(log);
             }
         }
         let _ = Command::new("mariadb")
