@@ -93,7 +93,17 @@ pub fn now_us() -> i64 {
 enum Sub {
     User(i64),
     Presence(String),
+    /// Every presence channel, by pattern: wanted while a socket lists the whole directory.
+    AllPresence,
     Directory,
+}
+
+/// One subscription to add or drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubChange {
+    channel: String,
+    pattern: bool,
+    wanted: bool,
 }
 
 struct Conn {
@@ -101,9 +111,9 @@ struct Conn {
     username: String,
     session_tag: String,
     tx: mpsc::Sender<Outbound>,
+    /// Users whose presence this socket follows, besides everyone's when it is in
+    /// `State::everyone`.
     watching: HashSet<String>,
-    /// Its `updateUsers` listed everyone, so users who register later are added to it.
-    full_directory: bool,
 }
 
 #[derive(Default)]
@@ -111,6 +121,10 @@ struct State {
     conns: HashMap<ConnId, Conn>,
     by_user: HashMap<i64, HashSet<ConnId>>,
     watchers: HashMap<String, HashSet<ConnId>>,
+    /// Sockets whose `updateUsers` listed the whole directory: they follow every presence
+    /// change (one pattern subscription for the node) rather than a set per socket, which
+    /// would cost sockets × users memory.
+    everyone: HashSet<ConnId>,
     /// Subscriptions that may have changed since the subscriber last looked.
     dirty: HashSet<Sub>,
 }
@@ -119,9 +133,24 @@ impl State {
     fn wanted(&self, sub: &Sub) -> bool {
         match sub {
             Sub::User(id) => self.by_user.contains_key(id),
-            Sub::Presence(name) => self.watchers.contains_key(name),
+            // The pattern covers every presence channel while it is on; an exact
+            // subscription beside it would deliver each change twice.
+            Sub::Presence(name) => self.everyone.is_empty() && self.watchers.contains_key(name),
+            Sub::AllPresence => !self.everyone.is_empty(),
             Sub::Directory => true,
         }
+    }
+
+    /// The pattern subscription turns on or off: every exact presence subscription
+    /// flips the other way.
+    fn everyone_toggled(&mut self) {
+        let names: Vec<Sub> = self
+            .watchers
+            .keys()
+            .map(|n| Sub::Presence(n.clone()))
+            .collect();
+        self.dirty.extend(names);
+        self.dirty.insert(Sub::AllPresence);
     }
 
     fn send(&self, id: ConnId, out: Outbound) -> bool {
@@ -141,6 +170,9 @@ impl State {
 
     /// Makes socket `id` follow `name`'s presence; true when the node must subscribe.
     fn add_watch(&mut self, id: ConnId, name: &str) -> bool {
+        if self.everyone.contains(&id) {
+            return false;
+        }
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
         };
@@ -217,7 +249,6 @@ impl Hub {
                 session_tag: session_tag.to_owned(),
                 tx,
                 watching: HashSet::new(),
-                full_directory: false,
             },
         );
         let conns = st.by_user.entry(user_id).or_default();
@@ -237,6 +268,9 @@ impl Hub {
         let Some(conn) = st.conns.remove(&id) else {
             return;
         };
+        if st.everyone.remove(&id) && st.everyone.is_empty() {
+            st.everyone_toggled();
+        }
         for name in &conn.watching {
             if let Some(set) = st.watchers.get_mut(name) {
                 set.remove(&id);
@@ -272,9 +306,19 @@ impl Hub {
         }
     }
 
-    pub fn set_full_directory(&self, id: ConnId) {
-        if let Some(conn) = self.state().conns.get_mut(&id) {
-            conn.full_directory = true;
+    /// The socket listed the whole directory: it follows every presence change, and
+    /// users who register later are announced to it.
+    pub fn follow_everyone(&self, id: ConnId) {
+        let mut st = self.state();
+        if !st.conns.contains_key(&id) {
+            return;
+        }
+        let first = st.everyone.is_empty();
+        st.everyone.insert(id);
+        if first {
+            st.everyone_toggled();
+            drop(st);
+            self.inner.changed.notify_one();
         }
     }
 
@@ -313,34 +357,50 @@ impl Hub {
         }
     }
 
-    fn take_dirty(&self) -> Vec<(String, bool)> {
+    fn take_dirty(&self) -> Vec<SubChange> {
         let mut st = self.state();
         let dirty: Vec<Sub> = st.dirty.drain().collect();
         dirty
             .into_iter()
             .map(|sub| {
                 let wanted = st.wanted(&sub);
-                (self.channel_name(&sub), wanted)
+                self.change(&sub, wanted)
             })
             .collect()
     }
 
-    fn all_wanted(&self) -> Vec<String> {
+    /// Everything to subscribe to on a fresh subscriber connection.
+    fn all_wanted(&self) -> Vec<SubChange> {
         let mut st = self.state();
         st.dirty.clear();
         let users = st.by_user.keys().map(|id| Sub::User(*id));
         let presence = st.watchers.keys().map(|n| Sub::Presence(n.clone()));
-        users
+        let all: Vec<Sub> = users
             .chain(presence)
-            .chain([Sub::Directory])
-            .map(|s| self.channel_name(&s))
+            .chain([Sub::AllPresence, Sub::Directory])
+            .collect();
+        all.into_iter()
+            .filter(|sub| st.wanted(sub))
+            .map(|sub| self.change(&sub, true))
             .collect()
+    }
+
+    fn change(&self, sub: &Sub, wanted: bool) -> SubChange {
+        SubChange {
+            channel: self.channel_name(sub),
+            pattern: *sub == Sub::AllPresence,
+            wanted,
+        }
     }
 
     fn channel_name(&self, sub: &Sub) -> String {
         match sub {
             Sub::User(id) => self.inner.keys.user_channel(*id),
             Sub::Presence(name) => self.inner.keys.presence_channel(name),
+            Sub::AllPresence => format!(
+                "{}*",
+                glob_escape(&self.inner.keys.presence_channel_prefix())
+            ),
             Sub::Directory => self.inner.keys.directory_channel(),
         }
     }
@@ -355,7 +415,11 @@ impl Hub {
         if let Some(id) = rest.strip_prefix("u:") {
             return id.parse().ok().map(Sub::User);
         }
-        rest.strip_prefix("p:").map(|n| Sub::Presence(n.to_owned()))
+        // Usernames have no ':', so a longer name is another deployment's channel that
+        // happens to match the pattern.
+        rest.strip_prefix("p:")
+            .filter(|n| !n.contains(':'))
+            .map(|n| Sub::Presence(n.to_owned()))
     }
 
     /// Hands one pub/sub message to the local sockets it concerns.
@@ -368,22 +432,29 @@ impl Hub {
                 };
                 let text = ByteString::from(text.to_owned());
                 let st = self.state();
-                let ids: Vec<ConnId> = st
-                    .watchers
-                    .get(&name)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
+                // Everyone's presence, but not one's own: the directory leaves oneself out.
+                let mut ids: Vec<ConnId> = st
+                    .everyone
+                    .iter()
+                    .copied()
+                    .filter(|id| st.conns.get(id).is_some_and(|c| c.username != name))
+                    .collect();
+                if let Some(watchers) = st.watchers.get(&name) {
+                    ids.extend(watchers.iter().filter(|id| !st.everyone.contains(id)));
+                }
                 let stuck = st.broadcast(&ids, &text);
                 drop(st);
                 self.evict(stuck);
             }
             Some(Sub::Directory) => self.dispatch_new_user(payload),
-            None => tracing::warn!(channel, "message on an unknown channel"),
+            Some(Sub::AllPresence) | None => {
+                tracing::warn!(channel, "message on an unknown channel")
+            }
         }
     }
 
-    /// A user registered: sockets that list everyone learn of them and follow their
-    /// presence from now on.
+    /// A user registered: sockets that list everyone learn of them (they already follow
+    /// every presence change).
     fn dispatch_new_user(&self, payload: &[u8]) {
         #[derive(Deserialize)]
         struct NewUser {
@@ -397,22 +468,19 @@ impl Hub {
             return;
         };
         let text = ByteString::from(text.to_owned());
-        let mut st = self.state();
+        let st = self.state();
         let ids: Vec<ConnId> = st
-            .conns
+            .everyone
             .iter()
-            .filter(|(_, c)| c.full_directory && !c.username.eq_ignore_ascii_case(&user.username))
-            .map(|(id, _)| *id)
+            .copied()
+            .filter(|id| {
+                st.conns
+                    .get(id)
+                    .is_some_and(|c| !c.username.eq_ignore_ascii_case(&user.username))
+            })
             .collect();
         let stuck = st.broadcast(&ids, &text);
-        let mut changed = false;
-        for id in &ids {
-            changed |= st.add_watch(*id, &user.username);
-        }
         drop(st);
-        if changed {
-            self.inner.changed.notify_one();
-        }
         self.evict(stuck);
     }
 
@@ -519,12 +587,9 @@ pub async fn run_subscriber(
         }
         first = false;
         let (mut sink, mut stream) = pubsub.split();
-        let all = hub.all_wanted();
-        if !all.is_empty() {
-            if let Err(e) = sink.subscribe(&all).await {
-                tracing::error!(error = %e, "redis subscribe failed");
-                continue;
-            }
+        if let Err(e) = subscribe_all(&mut sink, hub.all_wanted()).await {
+            tracing::error!(error = %e, "redis subscribe failed");
+            continue;
         }
         loop {
             tokio::select! {
@@ -556,17 +621,48 @@ pub async fn run_subscriber(
 }
 
 async fn apply(hub: &Hub, sink: &mut redis::aio::PubSubSink) -> Result<(), redis::RedisError> {
-    let changes = hub.take_dirty();
-    let (subscribe, unsubscribe): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, w)| *w);
-    let subscribe: Vec<String> = subscribe.into_iter().map(|(c, _)| c).collect();
-    let unsubscribe: Vec<String> = unsubscribe.into_iter().map(|(c, _)| c).collect();
+    subscribe_all(sink, hub.take_dirty()).await
+}
+
+/// Sends the changes as at most four batched commands.
+async fn subscribe_all(
+    sink: &mut redis::aio::PubSubSink,
+    changes: Vec<SubChange>,
+) -> Result<(), redis::RedisError> {
+    let pick = |pattern: bool, wanted: bool| -> Vec<String> {
+        changes
+            .iter()
+            .filter(|c| c.pattern == pattern && c.wanted == wanted)
+            .map(|c| c.channel.clone())
+            .collect()
+    };
+    let (subscribe, unsubscribe) = (pick(false, true), pick(false, false));
+    let (psubscribe, punsubscribe) = (pick(true, true), pick(true, false));
     if !subscribe.is_empty() {
         sink.subscribe(&subscribe).await?;
+    }
+    if !psubscribe.is_empty() {
+        sink.psubscribe(&psubscribe).await?;
     }
     if !unsubscribe.is_empty() {
         sink.unsubscribe(&unsubscribe).await?;
     }
+    if !punsubscribe.is_empty() {
+        sink.punsubscribe(&punsubscribe).await?;
+    }
     Ok(())
+}
+
+/// Escapes Redis glob characters so a prefix is matched literally.
+fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Bytes of a frame serialised once for every socket it goes to.
@@ -587,6 +683,17 @@ mod tests {
         (hub.register(user_id, name, "tag", tx), rx)
     }
 
+    /// (channel, wanted) of what the subscriber would change now.
+    fn dirty(hub: &Hub) -> Vec<(String, bool)> {
+        let mut changes: Vec<(String, bool)> = hub
+            .take_dirty()
+            .into_iter()
+            .map(|c| (c.channel, c.wanted))
+            .collect();
+        changes.sort();
+        changes
+    }
+
     fn text(rx: &mut mpsc::Receiver<Outbound>) -> Option<String> {
         match rx.try_recv() {
             Ok(Outbound::Text(t)) => Some(t.to_string()),
@@ -598,17 +705,14 @@ mod tests {
     fn a_user_channel_is_wanted_from_the_first_socket_to_the_last() {
         let hub = hub();
         let (a, _ra) = socket(&hub, 1, "ann");
-        assert_eq!(hub.take_dirty(), vec![("t:u:1".to_owned(), true)]);
+        assert_eq!(dirty(&hub), vec![("t:u:1".to_owned(), true)]);
         let (b, _rb) = socket(&hub, 1, "ann");
-        assert!(
-            hub.take_dirty().is_empty(),
-            "a second socket changes nothing"
-        );
+        assert!(dirty(&hub).is_empty(), "a second socket changes nothing");
         hub.unregister(a);
-        assert!(hub.take_dirty().is_empty());
+        assert!(dirty(&hub).is_empty());
         assert!(hub.is_connected(1));
         hub.unregister(b);
-        assert_eq!(hub.take_dirty(), vec![("t:u:1".to_owned(), false)]);
+        assert_eq!(dirty(&hub), vec![("t:u:1".to_owned(), false)]);
         assert!(!hub.is_connected(1));
     }
 
@@ -618,7 +722,7 @@ mod tests {
         let (a, mut ra) = socket(&hub, 1, "ann");
         let (_b, mut rb) = socket(&hub, 2, "ben");
         hub.watch(a, ["cat"]);
-        let dirty = hub.take_dirty();
+        let dirty = dirty(&hub);
         assert!(dirty.contains(&("t:p:cat".to_owned(), true)), "{dirty:?}");
         hub.dispatch(
             "t:p:cat",
@@ -633,7 +737,7 @@ mod tests {
         let hub = hub();
         let (a1, mut r1) = socket(&hub, 1, "ann");
         let (_a2, mut r2) = socket(&hub, 1, "ann");
-        hub.take_dirty();
+        dirty(&hub);
         let frame = serde_json::json!({"type": "typing", "from": "dan"});
         let event =
             serde_json::to_vec(&UserEvent::frame(&frame, Some("dan".into()), None)).unwrap();
@@ -644,10 +748,72 @@ mod tests {
             frame
         );
         assert_eq!(text(&mut r2), Some(got));
-        assert_eq!(hub.take_dirty(), vec![("t:p:dan".to_owned(), true)]);
+        assert_eq!(dirty(&hub), vec![("t:p:dan".to_owned(), true)]);
         hub.unregister(a1);
         hub.dispatch("t:u:1", &event);
         assert!(text(&mut r2).is_some(), "the other socket still gets it");
+    }
+
+    #[test]
+    fn sockets_listing_everyone_share_one_pattern_subscription() {
+        let hub = hub();
+        let (a, mut ra) = socket(&hub, 1, "ann");
+        let (b, mut rb) = socket(&hub, 2, "ben");
+        hub.watch(b, ["cat"]);
+        dirty(&hub);
+        hub.follow_everyone(a);
+        assert_eq!(
+            dirty(&hub),
+            vec![("t:p:*".to_owned(), true), ("t:p:cat".to_owned(), false)],
+            "the pattern replaces exact presence subscriptions"
+        );
+        hub.dispatch(
+            "t:p:dan",
+            br#"{"type":"presence","username":"dan","online":true}"#,
+        );
+        assert!(text(&mut ra).is_some_and(|t| t.contains("dan")));
+        assert_eq!(text(&mut rb), None, "ben does not follow dan");
+        hub.dispatch(
+            "t:p:cat",
+            br#"{"type":"presence","username":"cat","online":true}"#,
+        );
+        assert!(text(&mut ra).is_some());
+        assert!(text(&mut rb).is_some(), "ben follows cat");
+        hub.dispatch(
+            "t:p:ann",
+            br#"{"type":"presence","username":"ann","online":true}"#,
+        );
+        assert_eq!(text(&mut ra), None, "not one's own presence");
+        hub.dispatch("t:p:x:u:1", b"{}");
+        assert_eq!(text(&mut ra), None, "not a presence channel of ours");
+        hub.unregister(a);
+        assert_eq!(
+            dirty(&hub),
+            vec![
+                ("t:p:*".to_owned(), false),
+                ("t:p:cat".to_owned(), true),
+                ("t:u:1".to_owned(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn new_users_are_announced_to_sockets_listing_everyone() {
+        let hub = hub();
+        let (a, mut ra) = socket(&hub, 1, "ann");
+        let (_b, mut rb) = socket(&hub, 2, "ben");
+        hub.follow_everyone(a);
+        hub.dispatch(
+            "t:directory",
+            br#"{"type":"presence","username":"eve","online":false}"#,
+        );
+        assert!(text(&mut ra).is_some_and(|t| t.contains("eve")));
+        assert_eq!(text(&mut rb), None);
+    }
+
+    #[test]
+    fn prefixes_are_matched_literally_in_the_pattern() {
+        assert_eq!(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
     }
 
     #[test]

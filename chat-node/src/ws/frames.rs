@@ -47,11 +47,12 @@ impl Connection {
     pub async fn setup(&mut self) -> Result<ByteString, AppError> {
         let names = self.state.db.directory(&self.me, DIRECTORY_LIMIT).await?;
         if names.len() < DIRECTORY_LIMIT {
-            self.state.hub.set_full_directory(self.id);
+            self.state.hub.follow_everyone(self.id);
+        } else {
+            self.state
+                .hub
+                .watch(self.id, names.iter().map(String::as_str));
         }
-        self.state
-            .hub
-            .watch(self.id, names.iter().map(String::as_str));
         if !self.state.hub.flush().await {
             return Err(AppError::Redis(RedisError::Pool(
                 "the subscriber connection is not ready".into(),
