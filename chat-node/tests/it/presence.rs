@@ -123,3 +123,53 @@ async fn users_who_register_later_appear_for_connected_users() {
         json!({"type": "presence", "username": bob.username, "online": true})
     );
 }
+
+#[tokio::test]
+async fn beyond_1000_users_the_directory_starts_with_peers_and_presence_follows_it() {
+    let c = Cluster::start(2).await;
+    let alice = c.login_new(0, "alice").await;
+    let peer = c.login_new(1, "zz_peer").await;
+    let stranger = c.login_new(1, "zz_stranger").await;
+    let mut p = peer.ws().await;
+    p.send_acked(&alice.username, "we have a conversation")
+        .await;
+    drop(p);
+    {
+        use diesel_async::RunQueryDsl;
+        let mut conn = c.db().await;
+        diesel::sql_query(
+            "INSERT INTO users (username, password_hash) \
+             SELECT CONCAT('filler_', LPAD(seq, 4, '0')), 'x' FROM seq_1_to_1000",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
+    let mut a = alice.ws().await;
+    let listed: Vec<&str> = a.users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(listed[0], peer.username, "conversation peers first");
+    assert_eq!(listed[1], "filler_0001", "then everyone else by username");
+    assert!(!listed.contains(&alice.username.as_str()));
+    assert!(!listed.contains(&stranger.username.as_str()), "1000 in all");
+
+    // The stranger is not in alice's list: their presence does not reach her; the peer's does.
+    let s = stranger.ws().await;
+    let _p = peer.ws().await;
+    let frame = a.expect_type("presence").await;
+    assert_eq!(
+        frame,
+        json!({"type": "presence", "username": peer.username, "online": true})
+    );
+    drop(s);
+    a.expect_none("presence", Duration::from_secs(1), |f| {
+        f["username"] == stranger.username
+    })
+    .await;
+}
