@@ -115,10 +115,6 @@ impl Presence {
         self.transitions.lock().await
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Records the user's first connection on this node; true when they came online.
     pub async fn connect(&self, username: &str) -> Result<bool, RedisError> {
         let keys = &self.redis.keys;
