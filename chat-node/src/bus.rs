@@ -176,7 +176,8 @@ impl State {
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
         };
-        if !conn.watching.insert(name.to_owned()) {
+        // A socket's own user is online while it is open: no need to follow them.
+        if conn.username == name || !conn.watching.insert(name.to_owned()) {
             return false;
         }
         let set = self.watchers.entry(name.to_owned()).or_default();
@@ -721,7 +722,12 @@ mod tests {
         let hub = hub();
         let (a, mut ra) = socket(&hub, 1, "ann");
         let (_b, mut rb) = socket(&hub, 2, "ben");
-        hub.watch(a, ["cat"]);
+        hub.watch(a, ["cat", "ann"]);
+        hub.dispatch(
+            "t:p:ann",
+            br#"{"type":"presence","username":"ann","online":true}"#,
+        );
+        assert_eq!(text(&mut ra), None, "not one's own presence");
         let dirty = dirty(&hub);
         assert!(dirty.contains(&("t:p:cat".to_owned(), true)), "{dirty:?}");
         hub.dispatch(

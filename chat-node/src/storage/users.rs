@@ -123,36 +123,48 @@ impl Db {
         Ok(all)
     }
 
-    /// The `updateUsers` list: every other user while they fit in `limit`; past that the
-    /// user's conversation peers first, then others by username, `limit` in all.
-    pub async fn directory(&self, me: &User, limit: usize) -> Result<Vec<String>, StoreError> {
+    /// The `updateUsers` list: every user while they fit in `limit`; past that the user's
+    /// conversation peers first, then the others by username, `limit` in all.
+    pub async fn directory(&self, me: &User, limit: usize) -> Result<Directory, StoreError> {
         let wanted = i64::try_from(limit).map_err(|e| StoreError::Range(e.to_string()))?;
         let total: i64 = {
             let mut conn = self.conn().await?;
             users::table.count().get_result(&mut conn).await?
         };
-        let not_me = |name: &String| !name.eq_ignore_ascii_case(&me.username);
-        if total <= wanted + 1 {
-            let all = self.usernames_page(None, wanted + 1).await?;
-            return Ok(all.into_iter().filter(not_me).take(limit).collect());
+        if total <= wanted {
+            let names = self.usernames_page(None, wanted).await?;
+            return Ok(Directory {
+                names,
+                complete: true,
+            });
         }
-        let mut list = self.peers(me.id).await?;
-        list.truncate(limit);
-        let room = limit - list.len();
+        let mut names = self.peers(me.id).await?;
+        names.truncate(limit);
+        let room = limit - names.len();
         let fetch =
-            i64::try_from(room + list.len() + 1).map_err(|e| StoreError::Range(e.to_string()))?;
+            i64::try_from(room + names.len()).map_err(|e| StoreError::Range(e.to_string()))?;
         let others = self.usernames_page(None, fetch).await?;
         let known: std::collections::HashSet<String> =
-            list.iter().map(|n| n.to_ascii_lowercase()).collect();
-        list.extend(
+            names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        names.extend(
             others
                 .into_iter()
-                .filter(not_me)
                 .filter(|n| !known.contains(&n.to_ascii_lowercase()))
                 .take(room),
         );
-        Ok(list)
+        Ok(Directory {
+            names,
+            complete: false,
+        })
     }
+}
+
+/// The users an `updateUsers` frame lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    pub names: Vec<String>,
+    /// Every user is listed, so the socket should follow everyone's presence.
+    pub complete: bool,
 }
 
 /// Reads `LAST_INSERT_ID()` of the connection, signed like our ids.

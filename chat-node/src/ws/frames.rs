@@ -19,7 +19,7 @@ use crate::error::AppError;
 use crate::redis_store::RedisError;
 use crate::state::AppState;
 use crate::storage::messages::{StoreMessageError, Stored};
-use crate::storage::users::User;
+use crate::storage::users::{Directory, User};
 
 pub struct Connection {
     state: AppState,
@@ -45,8 +45,9 @@ impl Connection {
     /// Subscribes, marks the user online and builds the `updateUsers` frame. Subscriptions
     /// are confirmed before presence is read, so no change falls between the two.
     pub async fn setup(&mut self) -> Result<ByteString, AppError> {
-        let names = self.state.db.directory(&self.me, DIRECTORY_LIMIT).await?;
-        if names.len() < DIRECTORY_LIMIT {
+        let Directory { names, complete } =
+            self.state.db.directory(&self.me, DIRECTORY_LIMIT).await?;
+        if complete {
             self.state.hub.follow_everyone(self.id);
         } else {
             self.state

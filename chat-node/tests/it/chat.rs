@@ -40,8 +40,8 @@ async fn messages_and_typing_cross_nodes_in_both_directions() {
     assert_eq!(a.lists(&bob.username), Some(false), "alice connected first");
     assert_eq!(
         a.lists(&alice.username),
-        None,
-        "the directory leaves out oneself"
+        Some(true),
+        "all users, oneself included"
     );
 
     a.message(&bob.username, "hello bob", "c-1").await;

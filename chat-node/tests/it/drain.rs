@@ -27,21 +27,30 @@ async fn sigterm_drains_a_node_under_traffic() {
         let f = send_next(&mut sent);
         assert!(a.try_send(f).await);
     }
+    // Traffic is flowing (one ack back) when the signal comes.
+    let first = a.expect_type("chatMessage").await;
+    acked.insert(
+        first["message"]["clientId"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+    );
     let term_at = Instant::now();
     c.signal(1, "TERM");
 
-    // Readiness: never 200 again, 503 (or a refused connection once it stops listening).
+    // Readiness turns as soon as the signal is handled (503, or a refused connection once
+    // the node stops listening), and never answers 200 again.
     let ready_url = format!("{}/readyz", c.url(1));
-    let first = c
-        .http
-        .get(&ready_url)
-        .send()
-        .await
-        .map(|r| r.status().as_u16());
-    assert!(
-        !matches!(first, Ok(200)),
-        "readiness still 200 after SIGTERM"
-    );
+    let ready = |http: reqwest::Client, url: String| async move {
+        http.get(&url).send().await.map(|r| r.status().as_u16())
+    };
+    while matches!(ready(c.http.clone(), ready_url.clone()).await, Ok(200)) {
+        assert!(
+            term_at.elapsed() < Duration::from_millis(500),
+            "readiness still 200 half a second after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Keep writing until the node closes the socket.
     let close_code = loop {
@@ -65,6 +74,10 @@ async fn sigterm_drains_a_node_under_traffic() {
         );
     };
     assert_eq!(close_code.map(u16::from), Some(1012), "service restart");
+    assert!(!matches!(
+        ready(c.http.clone(), ready_url.clone()).await,
+        Ok(200)
+    ));
 
     // A new socket is not accepted by the draining node.
     if let Ok(mut late) = alice.try_ws_at(&c.url(1), None).await {
