@@ -152,6 +152,43 @@ impl Redis {
         Ok(())
     }
 
+    /// Failed logins for `username` in the current window.
+    pub async fn login_failures(&self, username: &str) -> Result<u32, RedisError> {
+        let mut conn = self.conn().await?;
+        let failures: Option<u32> = redis::cmd("GET")
+            .arg(self.keys.login_failures(username))
+            .query_async(&mut conn)
+            .await?;
+        Ok(failures.unwrap_or(0))
+    }
+
+    /// Counts a failed login; the window starts again with each failure.
+    pub async fn record_login_failure(
+        &self,
+        username: &str,
+        window_secs: i64,
+    ) -> Result<(), RedisError> {
+        let key = self.keys.login_failures(username);
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .incr(&key, 1)
+            .ignore()
+            .expire(&key, window_secs)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn clear_login_failures(&self, username: &str) -> Result<(), RedisError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("DEL")
+            .arg(self.keys.login_failures(username))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), RedisError> {
         let mut conn = self.conn().await?;
         redis::cmd("PUBLISH")

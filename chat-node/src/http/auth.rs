@@ -8,7 +8,6 @@ use actix_web::{web, HttpResponse};
 use chat_common::protocol::{Credentials, UserInfo};
 use chat_common::{validate, ErrorCode};
 use rand::distr::{Alphanumeric, SampleString};
-use redis::AsyncCommands;
 
 use crate::bus::UserEvent;
 use crate::error::AppError;
@@ -121,13 +120,8 @@ pub async fn login(
     if validate::username(&username).is_err() || validate::password(&password).is_err() {
         return Err(invalid());
     }
-    let failures_key = state.redis.keys.login_failures(&username);
-    let mut conn = state.redis.conn().await?;
-    let failures: Option<u32> = conn
-        .get(&failures_key)
-        .await
-        .map_err(crate::redis_store::RedisError::from)?;
-    if failures.unwrap_or(0) >= state.limits.login_max_failures {
+    // The Redis connection is held per call, never across the bcrypt check below.
+    if state.redis.login_failures(&username).await? >= state.limits.login_max_failures {
         return Err(AppError::client(
             ErrorCode::TooManyAttempts,
             "too many failed logins for this user; wait a few minutes",
@@ -148,21 +142,14 @@ pub async fn login(
     let user = match (ok, user) {
         (true, Some(user)) => user,
         _ => {
-            let mut pipe = redis::pipe();
-            pipe.incr(&failures_key, 1)
-                .ignore()
-                .expire(&failures_key, FAILURE_WINDOW_SECS)
-                .ignore();
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(crate::redis_store::RedisError::from)?;
+            state
+                .redis
+                .record_login_failure(&username, FAILURE_WINDOW_SECS)
+                .await?;
             return Err(invalid());
         }
     };
-    let _: () = conn
-        .del(&failures_key)
-        .await
-        .map_err(crate::redis_store::RedisError::from)?;
+    state.redis.clear_login_failures(&username).await?;
     session.renew();
     let tag = Alphanumeric.sample_string(&mut rand::rng(), 24);
     session.insert(USER_ID, user.id).map_err(session_err)?;
