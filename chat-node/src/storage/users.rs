@@ -127,27 +127,25 @@ impl Db {
     /// conversation peers first, then the others by username, `limit` in all.
     pub async fn directory(&self, me: &User, limit: usize) -> Result<Directory, StoreError> {
         let wanted = i64::try_from(limit).map_err(|e| StoreError::Range(e.to_string()))?;
-        let total: i64 = {
-            let mut conn = self.conn().await?;
-            users::table.count().get_result(&mut conn).await?
-        };
-        if total <= wanted {
-            let names = self.usernames_page(None, wanted).await?;
+        // One name past the limit tells whether everyone fits, without a COUNT(*) that
+        // InnoDB answers by scanning an index.
+        let mut by_name = self.usernames_page(None, wanted + 1).await?;
+        if by_name.len() <= limit {
             return Ok(Directory {
-                names,
+                names: by_name,
                 complete: true,
             });
         }
+        by_name.truncate(limit);
         let mut names = self.peers(me.id).await?;
         names.truncate(limit);
         let room = limit - names.len();
-        let fetch =
-            i64::try_from(room + names.len()).map_err(|e| StoreError::Range(e.to_string()))?;
-        let others = self.usernames_page(None, fetch).await?;
+        // At most `limit - room` of the first `limit` names are peers, so `room` others
+        // remain among them.
         let known: std::collections::HashSet<String> =
             names.iter().map(|n| n.to_ascii_lowercase()).collect();
         names.extend(
-            others
+            by_name
                 .into_iter()
                 .filter(|n| !known.contains(&n.to_ascii_lowercase()))
                 .take(room),
