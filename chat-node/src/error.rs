@@ -25,6 +25,9 @@ pub enum AppError {
     Redis(#[from] RedisError),
     #[error("session store: {0}")]
     Session(String),
+    /// A bug or an impossible state (a failed serialisation, a lost blocking task).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl AppError {

@@ -35,6 +35,10 @@ fn session_err(e: impl std::fmt::Display) -> AppError {
     AppError::Session(e.to_string())
 }
 
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError::Internal(e.to_string())
+}
+
 pub fn current_user(session: &Session) -> Result<SessionUser, AppError> {
     let id: Option<i64> = session.get(USER_ID).map_err(session_err)?;
     let username: Option<String> = session.get(USERNAME).map_err(session_err)?;
@@ -49,7 +53,7 @@ pub fn current_user(session: &Session) -> Result<SessionUser, AppError> {
 }
 
 fn info(user: &User) -> Result<UserInfo, AppError> {
-    let id = u64::try_from(user.id).map_err(|e| AppError::Session(e.to_string()))?;
+    let id = u64::try_from(user.id).map_err(internal)?;
     Ok(UserInfo {
         id,
         username: user.username.clone(),
@@ -59,8 +63,8 @@ fn info(user: &User) -> Result<UserInfo, AppError> {
 async fn hash(password: String, cost: u32) -> Result<String, AppError> {
     tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
         .await
-        .map_err(session_err)?
-        .map_err(session_err)
+        .map_err(internal)?
+        .map_err(internal)
 }
 
 async fn dummy_hash(cost: u32) -> Result<String, AppError> {
@@ -167,7 +171,7 @@ pub async fn logout(
 ) -> Result<HttpResponse, AppError> {
     if let Ok(current) = current_user(&session) {
         let event: UserEvent<()> = UserEvent::logout(current.tag);
-        let payload = serde_json::to_string(&event).map_err(session_err)?;
+        let payload = serde_json::to_string(&event).map_err(internal)?;
         state
             .redis
             .publish(&state.redis.keys.user_channel(current.user.id), &payload)

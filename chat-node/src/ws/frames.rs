@@ -236,7 +236,7 @@ impl Connection {
     ) -> Result<(), AppError> {
         let event = UserEvent::frame(frame, peer.map(str::to_owned), stored_at_us);
         let payload =
-            serde_json::to_string(&event).map_err(|e| AppError::Session(e.to_string()))?;
+            serde_json::to_string(&event).map_err(|e| AppError::Internal(e.to_string()))?;
         let started = Instant::now();
         self.state
             .redis
