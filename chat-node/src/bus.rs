@@ -337,17 +337,14 @@ impl Hub {
         self.state().by_user.contains_key(&user_id)
     }
 
+    /// One name per user with a socket here (`by_user` holds each user once).
     pub fn local_users(&self) -> Vec<String> {
         let st = self.state();
-        let mut names: Vec<String> = st
-            .by_user
+        st.by_user
             .values()
             .filter_map(|ids| ids.iter().next())
             .filter_map(|id| st.conns.get(id).map(|c| c.username.clone()))
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+            .collect()
     }
 
     /// Asks every socket to close, e.g. when deliveries may have been missed.
