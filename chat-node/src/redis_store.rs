@@ -1,4 +1,5 @@
-//! The Redis pool and the names of every key and channel, all under the node's prefix.
+//! The Redis pool and the names of every key, all under the node's prefix (channel names
+//! live with the bus, in `bus::channel`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +26,7 @@ impl From<deadpool_redis::PoolError> for RedisError {
     }
 }
 
-/// Key and channel names. Users' message channels use the numeric id; presence uses the
-/// username as stored, which is what clients see.
+/// Key names. Presence keys use the username as stored, which is what clients see.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: Arc<str>,
@@ -45,24 +45,6 @@ impl Keys {
 
     pub fn session(&self, session_key: &str) -> String {
         format!("{}:session:{session_key}", self.prefix)
-    }
-
-    /// Messages, typing and logout events for one user.
-    pub fn user_channel(&self, user_id: i64) -> String {
-        format!("{}:u:{user_id}", self.prefix)
-    }
-
-    /// New users, announced to sockets that list the whole directory.
-    pub fn directory_channel(&self) -> String {
-        format!("{}:directory", self.prefix)
-    }
-
-    pub fn presence_channel_prefix(&self) -> String {
-        format!("{}:p:", self.prefix)
-    }
-
-    pub fn presence_channel(&self, username: &str) -> String {
-        format!("{}:p:{username}", self.prefix)
     }
 
     /// Sorted set: node id → time of its last heartbeat (ms).
@@ -185,16 +167,6 @@ impl Redis {
         redis::cmd("DEL")
             .arg(self.keys.login_failures(username))
             .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), RedisError> {
-        let mut conn = self.conn().await?;
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async::<i64>(&mut conn)
             .await?;
         Ok(())
     }

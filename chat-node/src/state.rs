@@ -8,7 +8,7 @@ use chat_common::{validate, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::Hub;
+use crate::bus::{Hub, Publisher};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -36,6 +36,7 @@ pub struct AppState {
     pub redis: Redis,
     pub presence: Presence,
     pub hub: Hub,
+    pub publisher: Publisher,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub draining: Arc<AtomicBool>,
@@ -57,6 +58,7 @@ impl AppState {
     ) -> Self {
         Self {
             db,
+            publisher: Publisher::new(redis.clone(), metrics.clone()),
             redis,
             presence,
             hub,

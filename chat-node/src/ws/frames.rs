@@ -14,9 +14,8 @@ use chat_common::protocol::{
 use chat_common::ErrorCode;
 
 use super::rate::TokenBucket;
-use crate::bus::{frame_text, now_us, ConnId, UserEvent};
+use crate::bus::{frame_text, now_us, ConnId};
 use crate::error::AppError;
-use crate::redis_store::RedisError;
 use crate::state::AppState;
 use crate::storage::messages::{StoreMessageError, Stored};
 use crate::storage::users::{Directory, User};
@@ -55,9 +54,7 @@ impl Connection {
                 .watch(self.id, names.iter().map(String::as_str));
         }
         if !self.state.hub.flush().await {
-            return Err(AppError::Redis(RedisError::Pool(
-                "the subscriber connection is not ready".into(),
-            )));
+            return Err(AppError::SubscriberNotReady);
         }
         let transition = self.state.presence.transition().await;
         if self.state.presence.connect(&self.me.username).await? {
@@ -70,46 +67,47 @@ impl Connection {
             .zip(online)
             .map(|(username, online)| UserStatus { username, online })
             .collect();
-        Ok(frame_text(&ServerFrame::UpdateUsers { users }))
+        Ok(frame_text(&ServerFrame::UpdateUsers { users })?)
     }
 
-    fn error(&self, err: ApiError, reference: Option<String>) -> ByteString {
-        tracing::info!(user_id = self.me.id, code = %err.code, "frame refused");
+    fn error(&self, err: ApiError, reference: Option<String>) -> Result<ByteString, AppError> {
+        tracing::info!(code = %err.code, "frame refused");
         self.state
             .metrics
             .client_errors
             .with_label_values(&[err.code.as_str()])
             .inc();
-        frame_text(&ServerFrame::error(err, reference))
+        Ok(frame_text(&ServerFrame::error(err, reference))?)
     }
 
-    pub fn reject_binary(&self) -> ByteString {
+    pub fn reject_binary(&self) -> Result<ByteString, AppError> {
         self.error(
             ApiError::new(ErrorCode::BadRequest, "frames are JSON text, not binary"),
             None,
         )
     }
 
-    /// Replies for this socket alone; deliveries to others go through the bus.
-    pub async fn handle_text(&mut self, text: &str) -> Vec<ByteString> {
+    /// Replies for this socket alone; deliveries to others go through the bus. An error
+    /// here is a reply that could not be encoded: a bug, and the socket closes.
+    pub async fn handle_text(&mut self, text: &str) -> Result<Vec<ByteString>, AppError> {
         if !self.bucket.take() {
             let err = ApiError::new(
                 ErrorCode::RateLimited,
                 "too many frames; this one was dropped",
             );
-            return vec![self.error(err, None)];
+            return Ok(vec![self.error(err, None)?]);
         }
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(e) => return vec![self.error(e.error, e.reference)],
+            Err(e) => return Ok(vec![self.error(e.error, e.reference)?]),
         };
         let reference = match &frame {
             ClientFrame::ChatMessage { client_id, .. } => client_id.clone(),
             _ => None,
         };
         match self.dispatch(frame).await {
-            Ok(replies) => replies,
-            Err(err) => vec![self.error(err.to_api(), reference)],
+            Ok(replies) => Ok(replies),
+            Err(err) => Ok(vec![self.error(err.to_api(), reference)?]),
         }
     }
 
@@ -134,7 +132,7 @@ impl Connection {
                     channel: channel as u64,
                     messages,
                     has_more,
-                })])
+                })?])
             }
             ClientFrame::ChatMessage {
                 peer,
@@ -152,7 +150,7 @@ impl Connection {
             ClientFrame::Sync { after, limit } => {
                 let limit = limit.unwrap_or(SYNC_DEFAULT_LIMIT);
                 let (messages, has_more) = self.state.db.sync(self.me.id, after, limit).await?;
-                Ok(vec![frame_text(&ServerFrame::Sync { messages, has_more })])
+                Ok(vec![frame_text(&ServerFrame::Sync { messages, has_more })?])
             }
         }
     }
@@ -166,7 +164,10 @@ impl Connection {
         } else {
             ServerFrame::DoneTyping { from }
         };
-        self.publish(peer.id, &frame, None, None).await?;
+        self.state
+            .publisher
+            .to_user(peer.id, &frame, None, None)
+            .await?;
         Ok(vec![])
     }
 
@@ -186,7 +187,7 @@ impl Connection {
         let message = match stored {
             Ok(Stored::New(message)) => message,
             Ok(Stored::Duplicate(message)) => {
-                return Ok(vec![frame_text(&ServerFrame::ChatMessage { message })]);
+                return Ok(vec![frame_text(&ServerFrame::ChatMessage { message })?]);
             }
             Err(StoreMessageError::ClientIdReused) => {
                 return Err(AppError::client(
@@ -205,11 +206,12 @@ impl Connection {
         let frame = ServerFrame::ChatMessage {
             message: message.clone(),
         };
-        let to_peer = self
-            .publish(peer.id, &frame, Some(&self.me.username), Some(stored_at))
+        let publisher = &self.state.publisher;
+        let to_peer = publisher
+            .to_user(peer.id, &frame, Some(&self.me.username), Some(stored_at))
             .await;
-        let to_me = self
-            .publish(self.me.id, &frame, Some(&peer.username), Some(stored_at))
+        let to_me = publisher
+            .to_user(self.me.id, &frame, Some(&peer.username), Some(stored_at))
             .await;
         match (to_peer, to_me) {
             (Ok(()), Ok(())) => {
@@ -222,31 +224,9 @@ impl Connection {
                 for err in [peer_result.err(), me_result.err()].into_iter().flatten() {
                     tracing::error!(error = %err, message_id = %message.id, "publish failed after store");
                 }
-                Ok(vec![frame_text(&frame)])
+                Ok(vec![frame_text(&frame)?])
             }
         }
-    }
-
-    async fn publish(
-        &self,
-        user_id: i64,
-        frame: &ServerFrame,
-        peer: Option<&str>,
-        stored_at_us: Option<i64>,
-    ) -> Result<(), AppError> {
-        let event = UserEvent::frame(frame, peer.map(str::to_owned), stored_at_us);
-        let payload =
-            serde_json::to_string(&event).map_err(|e| AppError::Internal(e.to_string()))?;
-        let started = Instant::now();
-        self.state
-            .redis
-            .publish(&self.state.redis.keys.user_channel(user_id), &payload)
-            .await?;
-        self.state
-            .metrics
-            .redis_publish
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
     }
 
     async fn peer(&self, name: &str) -> Result<User, AppError> {

@@ -8,83 +8,33 @@
 //! any surviving node once its heartbeat is older than the dead-after bound, and its users
 //! are published offline unless another node still holds them.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_common::protocol::ServerFrame;
 use redis::Script;
 
+use crate::bus::channel::Channels;
 use crate::redis_store::{Redis, RedisError};
 
 /// Safety net on every presence set: renewed by heartbeats, gone if nobody renews them.
 const KEY_TTL_SECS: u64 = 120;
 
-const CONNECT: &str = r"
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-if redis.call('SADD', KEYS[3], ARGV[2]) == 1 then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
-  return 1
-end
-return 0
-";
-
-const DISCONNECT: &str = r"
-redis.call('SREM', KEYS[1], ARGV[2])
-redis.call('SREM', KEYS[2], ARGV[1])
-if redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[2])
-  if redis.call('SREM', KEYS[3], ARGV[2]) == 1 then
-    redis.call('PUBLISH', ARGV[3], ARGV[4])
-    return 1
-  end
-end
-return 0
-";
-
-/// Removes a node and everything it held; only the caller whose ZREM wins does the work.
-const REAP: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local users = redis.call('SMEMBERS', KEYS[2])
-local changed = 0
-for _, u in ipairs(users) do
-  local k = ARGV[2] .. u
-  redis.call('SREM', k, ARGV[1])
-  if redis.call('SCARD', k) == 0 then
-    redis.call('DEL', k)
-    if redis.call('SREM', KEYS[3], u) == 1 then
-      redis.call('PUBLISH', ARGV[3] .. u, cjson.encode({type = 'presence', username = u, online = false}))
-      changed = changed + 1
-    end
-  end
-end
-redis.call('DEL', KEYS[2])
-return changed
-";
-
-/// Clears users left in the online set whose node sets all expired (a whole cluster that
-/// stopped at once leaves nobody to reap it).
-const SWEEP: &str = r"
-local changed = 0
-for _, u in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. u) == 0 then
-    redis.call('SREM', KEYS[1], u)
-    redis.call('PUBLISH', ARGV[2] .. u, cjson.encode({type = 'presence', username = u, online = false}))
-    changed = changed + 1
-  end
-end
-return changed
-";
-
-pub fn presence_frame(username: &str, online: bool) -> String {
-    serde_json::to_string(&ServerFrame::Presence {
-        username: username.to_owned(),
-        online,
-    })
-    .unwrap_or_default()
+/// The scripts publish `presence` frames themselves, atomically with the change; the
+/// frame has the shape of [`crate::bus::publish::presence_payload`].
+struct Scripts {
+    connect: Script,
+    disconnect: Script,
+    reap: Script,
+    sweep: Script,
 }
+
+/// Hashed once; `Script` sends EVALSHA and falls back to EVAL when Redis lost it.
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    connect: Script::new(include_str!("connect.lua")),
+    disconnect: Script::new(include_str!("disconnect.lua")),
+    reap: Script::new(include_str!("reap.lua")),
+    sweep: Script::new(include_str!("sweep.lua")),
+});
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -96,6 +46,7 @@ fn now_ms() -> u64 {
 #[derive(Clone)]
 pub struct Presence {
     redis: Redis,
+    channels: Channels,
     node_id: String,
     transitions: Arc<tokio::sync::Mutex<()>>,
 }
@@ -103,6 +54,7 @@ pub struct Presence {
 impl Presence {
     pub fn new(redis: Redis, node_id: String) -> Self {
         Self {
+            channels: Channels::new(redis.keys.prefix()),
             redis,
             node_id,
             transitions: Arc::default(),
@@ -119,15 +71,15 @@ impl Presence {
     pub async fn connect(&self, username: &str) -> Result<bool, RedisError> {
         let keys = &self.redis.keys;
         let mut conn = self.redis.conn().await?;
-        let changed: i64 = Script::new(CONNECT)
+        let changed: i64 = SCRIPTS
+            .connect
             .key(keys.user_nodes(username))
             .key(keys.node_users(&self.node_id))
             .key(keys.online())
             .arg(&self.node_id)
             .arg(username)
             .arg(KEY_TTL_SECS)
-            .arg(keys.presence_channel(username))
-            .arg(presence_frame(username, true))
+            .arg(self.channels.presence(username))
             .invoke_async(&mut conn)
             .await?;
         Ok(changed == 1)
@@ -138,14 +90,14 @@ impl Presence {
     pub async fn disconnect(&self, username: &str) -> Result<bool, RedisError> {
         let keys = &self.redis.keys;
         let mut conn = self.redis.conn().await?;
-        let changed: i64 = Script::new(DISCONNECT)
+        let changed: i64 = SCRIPTS
+            .disconnect
             .key(keys.node_users(&self.node_id))
             .key(keys.user_nodes(username))
             .key(keys.online())
             .arg(&self.node_id)
             .arg(username)
-            .arg(keys.presence_channel(username))
-            .arg(presence_frame(username, false))
+            .arg(self.channels.presence(username))
             .invoke_async(&mut conn)
             .await?;
         Ok(changed == 1)
@@ -213,10 +165,11 @@ impl Presence {
             tracing::warn!(node = %node, "reaping a node that stopped heartbeating");
             changed += self.reap(&mut conn, node).await?;
         }
-        let swept: i64 = Script::new(SWEEP)
+        let swept: i64 = SCRIPTS
+            .sweep
             .key(keys.online())
             .arg(keys.user_nodes_prefix())
-            .arg(keys.presence_channel_prefix())
+            .arg(self.channels.presence_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(changed + swept as usize)
@@ -228,13 +181,14 @@ impl Presence {
         node: &str,
     ) -> Result<usize, RedisError> {
         let keys = &self.redis.keys;
-        let changed: i64 = Script::new(REAP)
+        let changed: i64 = SCRIPTS
+            .reap
             .key(keys.nodes())
             .key(keys.node_users(node))
             .key(keys.online())
             .arg(node)
             .arg(keys.user_nodes_prefix())
-            .arg(keys.presence_channel_prefix())
+            .arg(self.channels.presence_prefix())
             .invoke_async(conn)
             .await?;
         Ok(changed as usize)
@@ -244,19 +198,5 @@ impl Presence {
     pub async fn leave(&self) -> Result<usize, RedisError> {
         let mut conn = self.redis.conn().await?;
         self.reap(&mut conn, &self.node_id.clone()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn presence_payload_is_the_protocol_frame() {
-        let v: serde_json::Value = serde_json::from_str(&presence_frame("bob", true)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type": "presence", "username": "bob", "online": true})
-        );
     }
 }

@@ -1,0 +1,87 @@
+//! What travels on a user channel, and the one way a frame becomes text.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+
+/// The envelope on a user channel: a server frame for every socket of the user, or a
+/// logout. A plain struct rather than a tagged enum, so the frame can stay a `RawValue`
+/// and be forwarded without parsing it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserEvent<F> {
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub frame: Option<F>,
+    /// The other party of a message, so sockets start watching their presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// When the message was stored, to time the fan-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at_us: Option<i64>,
+    /// The session with this tag logged out: its sockets close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout: Option<String>,
+}
+
+fn none<F>() -> Option<F> {
+    None
+}
+
+impl<F> UserEvent<F> {
+    pub fn frame(frame: F, peer: Option<String>, stored_at_us: Option<i64>) -> Self {
+        Self {
+            frame: Some(frame),
+            peer,
+            stored_at_us,
+            logout: None,
+        }
+    }
+
+    pub fn logout(session_tag: String) -> Self {
+        Self {
+            frame: None,
+            peer: None,
+            stored_at_us: None,
+            logout: Some(session_tag),
+        }
+    }
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Bytes of a frame, serialised once for every socket it goes to.
+pub fn frame_text(frame: &impl Serialize) -> Result<ByteString, serde_json::Error> {
+    serde_json::to_string(frame).map(ByteString::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    #[test]
+    fn user_events_carry_the_frame_verbatim() {
+        let frame = serde_json::json!({"type": "typing", "from": "bob"});
+        let sent = UserEvent::frame(&frame, Some("bob".into()), Some(7));
+        let wire = serde_json::to_string(&sent).unwrap();
+        let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();
+        let raw = got.frame.unwrap().get();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(raw).unwrap(),
+            frame
+        );
+        assert_eq!(got.peer.as_deref(), Some("bob"));
+        assert_eq!(got.stored_at_us, Some(7));
+        let wire = serde_json::to_string(&UserEvent::<()>::logout("t1".into())).unwrap();
+        let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();
+        assert_eq!(got.logout.as_deref(), Some("t1"));
+        assert!(got.frame.is_none());
+    }
+}

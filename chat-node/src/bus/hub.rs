@@ -1,0 +1,346 @@
+//! The node's local connections: who is connected here, and whose presence each socket
+//! follows. Everything a pub/sub message needs to find its sockets lives in [`Registry`],
+//! behind one mutex that is never held across an await.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytestring::ByteString;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::channel::{Channel, Channels};
+use super::interest::Interest;
+use crate::metrics::Metrics;
+use crate::redis_store::Keys;
+
+pub type ConnId = u64;
+
+/// How many frames may wait for one slow socket before the node gives up on it.
+pub const OUTBOX_CAPACITY: usize = 512;
+/// How long a new socket waits for its subscriptions before giving up.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a socket task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(ByteString),
+    /// Close with this code (the session was logged out, or the node lost Redis).
+    Close(u16, &'static str),
+}
+
+pub(super) struct Conn {
+    pub(super) user_id: i64,
+    pub(super) username: String,
+    pub(super) session_tag: String,
+    tx: mpsc::Sender<Outbound>,
+    /// Users whose presence this socket follows, besides everyone's when it is in
+    /// `Registry::everyone`.
+    pub(super) watching: HashSet<String>,
+}
+
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) conns: HashMap<ConnId, Conn>,
+    pub(super) by_user: HashMap<i64, HashSet<ConnId>>,
+    pub(super) watchers: HashMap<String, HashSet<ConnId>>,
+    /// Sockets whose `updateUsers` listed the whole directory: they follow every presence
+    /// change (one pattern subscription for the node) rather than a set per socket, which
+    /// would cost sockets × users memory.
+    pub(super) everyone: HashSet<ConnId>,
+    pub(super) interest: Interest,
+}
+
+impl Registry {
+    pub(super) fn send(&self, id: ConnId, out: Outbound) -> bool {
+        match self.conns.get(&id) {
+            Some(conn) => conn.tx.try_send(out).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Queues `text` for each socket; returns those whose outbox was full.
+    pub(super) fn broadcast(&self, ids: &[ConnId], text: &ByteString) -> Vec<ConnId> {
+        ids.iter()
+            .copied()
+            .filter(|id| !self.send(*id, Outbound::Text(text.clone())))
+            .collect()
+    }
+
+    /// Makes socket `id` follow `name`'s presence; true when the node must subscribe.
+    pub(super) fn add_watch(&mut self, id: ConnId, name: &str) -> bool {
+        if self.everyone.contains(&id) {
+            return false;
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        // A socket's own user is online while it is open: no need to follow them.
+        if conn.username == name || !conn.watching.insert(name.to_owned()) {
+            return false;
+        }
+        let set = self.watchers.entry(name.to_owned()).or_default();
+        set.insert(id);
+        if set.len() == 1 {
+            self.interest.mark(Channel::Presence(name.to_owned()));
+            return true;
+        }
+        false
+    }
+
+    /// Sockets whose outbox is full are closed rather than slowing everyone down; the
+    /// client reconnects and syncs.
+    pub(super) fn evict(&mut self, stuck: Vec<ConnId>) {
+        for id in stuck {
+            tracing::warn!(conn = id, "socket too slow, closing it");
+            // Dropping the sender ends the socket task's outbox, which closes the socket.
+            if let Some(conn) = self.conns.get_mut(&id) {
+                let (dead, _) = mpsc::channel(1);
+                conn.tx = dead;
+            }
+        }
+    }
+}
+
+/// The node's registry of local sockets; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    registry: Mutex<Registry>,
+    channels: Channels,
+    next_id: AtomicU64,
+    /// Wakes the subscriber when the wanted subscriptions may have changed.
+    changed: Notify,
+    flush_tx: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    metrics: Metrics,
+}
+
+/// The subscriber's end of [`Hub::flush`].
+pub type FlushRequests = mpsc::UnboundedReceiver<oneshot::Sender<()>>;
+
+impl Hub {
+    pub fn new(keys: Keys, metrics: Metrics) -> (Self, FlushRequests) {
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let hub = Self {
+            inner: Arc::new(HubInner {
+                registry: Mutex::new(Registry::default()),
+                channels: Channels::new(keys.prefix()),
+                next_id: AtomicU64::new(1),
+                changed: Notify::new(),
+                flush_tx,
+                metrics,
+            }),
+        };
+        (hub, flush_rx)
+    }
+
+    pub(super) fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock would be a bug in the few lines below; the map
+        // stays consistent at every await-free step, so keep serving.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn channels(&self) -> &Channels {
+        &self.inner.channels
+    }
+
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Wakes the subscriber to apply what [`Interest`] collected.
+    pub(super) fn notify_changed(&self) {
+        self.inner.changed.notify_one();
+    }
+
+    pub(super) async fn changed(&self) {
+        self.inner.changed.notified().await;
+    }
+
+    pub fn register(
+        &self,
+        user_id: i64,
+        username: &str,
+        session_tag: &str,
+        tx: mpsc::Sender<Outbound>,
+    ) -> ConnId {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut reg = self.registry();
+        reg.conns.insert(
+            id,
+            Conn {
+                user_id,
+                username: username.to_owned(),
+                session_tag: session_tag.to_owned(),
+                tx,
+                watching: HashSet::new(),
+            },
+        );
+        let conns = reg.by_user.entry(user_id).or_default();
+        conns.insert(id);
+        if conns.len() == 1 {
+            reg.interest.mark(Channel::User(user_id));
+        }
+        let users = reg.by_user.len();
+        drop(reg);
+        self.inner.metrics.connected_users.set(users as i64);
+        self.notify_changed();
+        id
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        let mut reg = self.registry();
+        let Some(conn) = reg.conns.remove(&id) else {
+            return;
+        };
+        if reg.everyone.remove(&id) && reg.everyone.is_empty() {
+            reg.everyone_toggled();
+        }
+        for name in &conn.watching {
+            if let Some(set) = reg.watchers.get_mut(name) {
+                set.remove(&id);
+                if set.is_empty() {
+                    reg.watchers.remove(name);
+                    reg.interest.mark(Channel::Presence(name.clone()));
+                }
+            }
+        }
+        if let Some(set) = reg.by_user.get_mut(&conn.user_id) {
+            set.remove(&id);
+            if set.is_empty() {
+                reg.by_user.remove(&conn.user_id);
+                reg.interest.mark(Channel::User(conn.user_id));
+            }
+        }
+        let users = reg.by_user.len();
+        drop(reg);
+        self.inner.metrics.connected_users.set(users as i64);
+        self.notify_changed();
+    }
+
+    /// The socket now receives presence changes of these users.
+    pub fn watch<'a>(&self, id: ConnId, usernames: impl IntoIterator<Item = &'a str>) {
+        let mut reg = self.registry();
+        let mut changed = false;
+        for name in usernames {
+            changed |= reg.add_watch(id, name);
+        }
+        drop(reg);
+        if changed {
+            self.notify_changed();
+        }
+    }
+
+    /// The socket listed the whole directory: it follows every presence change, and
+    /// users who register later are announced to it.
+    pub fn follow_everyone(&self, id: ConnId) {
+        let mut reg = self.registry();
+        if !reg.conns.contains_key(&id) {
+            return;
+        }
+        let first = reg.everyone.is_empty();
+        reg.everyone.insert(id);
+        if first {
+            reg.everyone_toggled();
+            drop(reg);
+            self.notify_changed();
+        }
+    }
+
+    /// Waits until the subscriber has applied every change made so far; false when it
+    /// could not within [`FLUSH_TIMEOUT`] (Redis unreachable).
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.flush_tx.send(tx).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(FLUSH_TIMEOUT, rx).await, Ok(Ok(())))
+    }
+
+    pub fn is_connected(&self, user_id: i64) -> bool {
+        self.registry().by_user.contains_key(&user_id)
+    }
+
+    /// One name per user with a socket here (`by_user` holds each user once).
+    pub fn local_users(&self) -> Vec<String> {
+        let reg = self.registry();
+        reg.by_user
+            .values()
+            .filter_map(|ids| ids.iter().next())
+            .filter_map(|id| reg.conns.get(id).map(|c| c.username.clone()))
+            .collect()
+    }
+
+    /// Asks every socket to close, e.g. when deliveries may have been missed.
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let reg = self.registry();
+        for conn in reg.conns.values() {
+            let _ = conn.tx.try_send(Outbound::Close(code, reason));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub fn hub() -> Hub {
+        Hub::new(Keys::new("t"), Metrics::new().unwrap()).0
+    }
+
+    pub fn socket(hub: &Hub, user_id: i64, name: &str) -> (ConnId, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(8);
+        (hub.register(user_id, name, "tag", tx), rx)
+    }
+
+    /// (channel, wanted) of what the subscriber would change now.
+    pub fn dirty(hub: &Hub) -> Vec<(String, bool)> {
+        let mut changes: Vec<(String, bool)> = hub
+            .take_changes()
+            .into_iter()
+            .map(|c| (c.channel, c.wanted))
+            .collect();
+        changes.sort();
+        changes
+    }
+
+    pub fn text(rx: &mut mpsc::Receiver<Outbound>) -> Option<String> {
+        match rx.try_recv() {
+            Ok(Outbound::Text(t)) => Some(t.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_user_channel_is_wanted_from_the_first_socket_to_the_last() {
+        let hub = hub();
+        let (a, _ra) = socket(&hub, 1, "ann");
+        assert_eq!(dirty(&hub), vec![("t:u:1".to_owned(), true)]);
+        let (b, _rb) = socket(&hub, 1, "ann");
+        assert!(dirty(&hub).is_empty(), "a second socket changes nothing");
+        hub.unregister(a);
+        assert!(dirty(&hub).is_empty());
+        assert!(hub.is_connected(1));
+        hub.unregister(b);
+        assert_eq!(dirty(&hub), vec![("t:u:1".to_owned(), false)]);
+        assert!(!hub.is_connected(1));
+    }
+
+    #[test]
+    fn local_users_lists_each_user_once() {
+        let hub = hub();
+        let _a1 = socket(&hub, 1, "ann");
+        let _a2 = socket(&hub, 1, "ann");
+        let _b = socket(&hub, 2, "ben");
+        let mut users = hub.local_users();
+        users.sort();
+        assert_eq!(users, ["ann", "ben"]);
+    }
+}

@@ -1,0 +1,23 @@
+//! Fan-out between nodes, split the way centrifuge splits it: local connections
+//! ([`hub`]), what the node subscribes to ([`interest`]), the Redis subscriber
+//! ([`subscriber`]) and publisher ([`publish`]), message routing ([`dispatch`]), and the
+//! contract between them: channel names ([`channel`]) and the envelope ([`envelope`]).
+//!
+//! Every user has a channel carrying their messages, typing and logout events, and a
+//! presence channel. A node subscribes to the user channels of its connected users and the
+//! presence channels its sockets watch, all on one subscriber connection. Publishing a
+//! message costs two PUBLISH calls whatever the number of nodes, and Redis hands it only
+//! to the nodes that hold one of the two users.
+
+pub mod channel;
+mod dispatch;
+pub mod envelope;
+pub mod hub;
+mod interest;
+pub mod publish;
+mod subscriber;
+
+pub use envelope::{frame_text, now_us, UserEvent};
+pub use hub::{ConnId, Hub, Outbound, OUTBOX_CAPACITY};
+pub use publish::Publisher;
+pub use subscriber::run_subscriber;

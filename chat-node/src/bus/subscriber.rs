@@ -1,0 +1,106 @@
+//! The Redis side of receiving: one pub/sub connection per node, subscribed to what
+//! [`super::interest`] says is wanted, handing each message to [`Hub::dispatch`].
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{FlushRequests, Hub};
+use super::interest::SubChange;
+use crate::redis_store::Redis;
+
+const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Runs the node's subscriber connection until `shutdown`; reconnects when Redis drops it.
+pub async fn run_subscriber(
+    hub: Hub,
+    redis: Redis,
+    mut flush_rx: FlushRequests,
+    shutdown: CancellationToken,
+) {
+    let mut first = true;
+    while !shutdown.is_cancelled() {
+        let pubsub = match redis.client().get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "redis subscriber connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(RESUBSCRIBE_BACKOFF) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        if !first {
+            // Messages published while we were away are not replayed by Redis: close the
+            // sockets so their clients reconnect and `sync` what they missed.
+            hub.close_all(1012, "node lost its redis subscription");
+        }
+        first = false;
+        let (mut sink, mut stream) = pubsub.split();
+        if let Err(e) = subscribe_all(&mut sink, hub.all_wanted()).await {
+            tracing::error!(error = %e, "redis subscribe failed");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
+                        // A message can make sockets watch someone new (a peer, a new
+                        // user): subscribe before reading on, so their next presence
+                        // change is not missed.
+                        if apply(&hub, &mut sink).await.is_err() { break; }
+                    }
+                    None => {
+                        tracing::error!("redis subscriber connection lost");
+                        break;
+                    }
+                },
+                _ = hub.changed() => {
+                    if apply(&hub, &mut sink).await.is_err() { break; }
+                }
+                Some(ack) = flush_rx.recv() => {
+                    let ok = apply(&hub, &mut sink).await.is_ok();
+                    let _ = ack.send(());
+                    if !ok { break; }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn apply(hub: &Hub, sink: &mut PubSubSink) -> Result<(), redis::RedisError> {
+    subscribe_all(sink, hub.take_changes()).await
+}
+
+/// Sends the changes as at most four batched commands.
+async fn subscribe_all(
+    sink: &mut PubSubSink,
+    changes: Vec<SubChange>,
+) -> Result<(), redis::RedisError> {
+    let pick = |pattern: bool, wanted: bool| -> Vec<String> {
+        changes
+            .iter()
+            .filter(|c| c.pattern == pattern && c.wanted == wanted)
+            .map(|c| c.channel.clone())
+            .collect()
+    };
+    let (subscribe, unsubscribe) = (pick(false, true), pick(false, false));
+    let (psubscribe, punsubscribe) = (pick(true, true), pick(true, false));
+    if !subscribe.is_empty() {
+        sink.subscribe(&subscribe).await?;
+    }
+    if !psubscribe.is_empty() {
+        sink.psubscribe(&psubscribe).await?;
+    }
+    if !unsubscribe.is_empty() {
+        sink.unsubscribe(&unsubscribe).await?;
+    }
+    if !punsubscribe.is_empty() {
+        sink.punsubscribe(&punsubscribe).await?;
+    }
+    Ok(())
+}
