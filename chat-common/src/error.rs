@@ -3,8 +3,21 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The serde and strum spellings must agree; a test checks every variant.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     InvalidBody,
     InvalidUsername,
@@ -24,30 +37,14 @@ pub enum ErrorCode {
     RateLimited,
     /// A dependency (MySQL, Redis) failed; the request may be retried.
     Unavailable,
+    /// A bug on the node; retrying is unlikely to help.
+    Internal,
 }
 
 impl ErrorCode {
     /// The wire spelling, also used as a metric label.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidBody => "invalid_body",
-            Self::InvalidUsername => "invalid_username",
-            Self::InvalidPassword => "invalid_password",
-            Self::InvalidQuery => "invalid_query",
-            Self::UsernameTaken => "username_taken",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::TooManyAttempts => "too_many_attempts",
-            Self::Unauthenticated => "unauthenticated",
-            Self::OriginNotAllowed => "origin_not_allowed",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::BadRequest => "bad_request",
-            Self::EmptyMessage => "empty_message",
-            Self::MessageTooLong => "message_too_long",
-            Self::UnknownUser => "unknown_user",
-            Self::RateLimited => "rate_limited",
-            Self::Unavailable => "unavailable",
-        }
+        self.into()
     }
 }
 
@@ -82,19 +79,17 @@ pub struct ErrorBody {
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
-    fn codes_serialise_as_their_wire_spelling() {
-        for code in [
-            ErrorCode::InvalidBody,
-            ErrorCode::UsernameTaken,
-            ErrorCode::TooManyAttempts,
-            ErrorCode::MessageTooLong,
-            ErrorCode::Unavailable,
-        ] {
+    fn every_code_serialises_as_its_wire_spelling() {
+        for code in ErrorCode::iter() {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let back: ErrorCode = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, code);
         }
     }
 }

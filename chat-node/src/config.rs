@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::storage::writer::WriterConfig;
+
 /// A development session key: good enough for a laptop, announced with a warning.
 pub const DEV_SESSION_KEY: &str =
     "chat-dev-session-key-do-not-use-in-production-0123456789abcdef0123456789abcdef";
@@ -29,40 +31,49 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// Address and port for HTTP and WebSockets.
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// MySQL (or MariaDB) holding accounts and history; the database is created if missing.
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "mysql://root@127.0.0.1:3306/chat"
     )]
     pub database_url: String,
+    /// Redis for sessions, pub/sub fan-out and presence, shared by every node.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Every Redis key and channel of the node, sessions included, starts with it.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
     pub redis_prefix: String,
-    /// Unique per process in a cluster; defaults to hostname and pid.
+    /// Unique per process in a cluster [default: hostname and pid]
     #[arg(long, env = "CHAT_NODE_ID")]
     pub node_id: Option<String>,
-    /// Shared by every node of a cluster, at least 32 bytes.
+    /// Signs session cookies: at least 32 bytes, the same on every node [default: a
+    /// development key, with a warning]
     #[arg(long, env = "CHAT_SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
-    /// Comma-separated origins allowed to open WebSockets, besides the node's own.
+    /// Comma-separated origins allowed to open WebSockets, besides the node's own origin and
+    /// http://localhost:<port>.
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// bcrypt cost of new password hashes (4 to 31; tests use 4 for speed).
     #[arg(long, env = "CHAT_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
     /// Mark the session cookie Secure (set it when clients reach the node over TLS).
     #[arg(long, env = "CHAT_SECURE_COOKIES", default_value_t = false)]
     pub secure_cookies: bool,
+    /// Log JSON lines instead of human-readable text; RUST_LOG filters either.
     #[arg(long, env = "CHAT_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
     /// Upper bound on a graceful drain after SIGTERM.
     #[arg(long, env = "CHAT_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
+    /// MySQL connections per node.
     #[arg(long, env = "CHAT_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    /// Redis connections per node, besides the one pub/sub subscriber.
     #[arg(long, env = "CHAT_REDIS_POOL_SIZE", default_value_t = 16)]
     pub redis_pool_size: usize,
     /// Failed logins per username within 5 minutes before logins answer 429.
@@ -77,14 +88,28 @@ pub struct Config {
     /// How often a node renews its presence keys.
     #[arg(long, env = "CHAT_PRESENCE_HEARTBEAT_MS", default_value_t = 5000)]
     pub presence_heartbeat_ms: u64,
-    /// A node whose heartbeat is older than this is dead and its users go offline.
+    /// A node whose heartbeat is older than this is dead, and its users go offline.
     #[arg(long, env = "CHAT_PRESENCE_DEAD_AFTER_MS", default_value_t = 15000)]
     pub presence_dead_after_ms: u64,
+    /// HTTP worker threads [default: number of cores]
     #[arg(long, env = "CHAT_WORKERS")]
     pub workers: Option<usize>,
+    /// Most messages the writer commits in one transaction
+    #[arg(long, env = "CHAT_WRITER_MAX_BATCH", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub writer_max_batch: u16,
+    /// Messages that may wait for the writer before senders wait to hand theirs over
+    #[arg(long, env = "CHAT_WRITER_QUEUE", default_value_t = 4096)]
+    pub writer_queue: usize,
 }
 
 impl Config {
+    pub fn writer(&self) -> WriterConfig {
+        WriterConfig {
+            max_batch: usize::from(self.writer_max_batch),
+            queue: self.writer_queue,
+        }
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -4,15 +4,18 @@
 //! [`crate::redis_store::RedisError`] for Redis. Whatever reaches a client becomes an
 //! [`AppError`], mapped here, once, to an HTTP status and the `{"error": {code, message}}`
 //! body (the WebSocket side sends the same code in an `error` frame). Failures of MySQL or
-//! Redis are logged with their cause and shown to clients only as `unavailable`, never as a
-//! 500 with internals. `anyhow` lives in `main.rs` alone.
+//! Redis are logged with their cause and shown to clients only as `unavailable` (503, worth
+//! a retry); bugs are logged too and shown only as `internal` (500, not worth one).
+//! `anyhow` lives in `main.rs` alone.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use chat_common::error::{ApiError, ErrorBody};
 use chat_common::ErrorCode;
 
+use crate::bus::publish::PublishError;
 use crate::redis_store::RedisError;
+use crate::storage::writer::WriteError;
 use crate::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +28,40 @@ pub enum AppError {
     Redis(#[from] RedisError),
     #[error("session store: {0}")]
     Session(String),
+    /// The node's pub/sub subscription could not be confirmed in time.
+    #[error("the subscriber connection is not ready")]
+    SubscriberNotReady,
     /// A bug or an impossible state (a failed serialisation, a lost blocking task).
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<serde_json::Error> for AppError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Internal(format!("encoding: {e}"))
+    }
+}
+
+impl From<WriteError> for AppError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::ClientIdReused => Self::client(
+                ErrorCode::BadRequest,
+                "this clientId was already used in another conversation",
+            ),
+            WriteError::Store(e) => Self::Store(e),
+            WriteError::Stopped => Self::Store(StoreError::Write("the writer has stopped".into())),
+        }
+    }
+}
+
+impl From<PublishError> for AppError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Encode(e) => e.into(),
+            PublishError::Redis(e) => Self::Redis(e),
+        }
+    }
 }
 
 impl AppError {
@@ -35,12 +69,27 @@ impl AppError {
         Self::Client(ApiError::new(code, message))
     }
 
-    /// What the client is told; dependency failures are logged here so no caller forgets.
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Client(e) => e.code,
+            Self::Store(_) | Self::Redis(_) | Self::Session(_) | Self::SubscriberNotReady => {
+                ErrorCode::Unavailable
+            }
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// What the client is told; failures that are not the client's are logged here so no
+    /// caller forgets, and their causes stay in the log.
     pub fn to_api(&self) -> ApiError {
         match self {
             Self::Client(e) => e.clone(),
-            other => {
-                tracing::error!(error = %other, "dependency failure");
+            Self::Internal(_) => {
+                tracing::error!(error = %self, "internal error");
+                ApiError::new(ErrorCode::Internal, "something went wrong on the server")
+            }
+            _ => {
+                tracing::error!(error = %self, "dependency failure");
                 ApiError::new(
                     ErrorCode::Unavailable,
                     "the service is briefly unavailable, try again",
@@ -62,6 +111,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         TooManyAttempts | RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -71,10 +121,7 @@ pub fn error_response(error: ApiError) -> HttpResponse {
 
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Client(e) => status_for(e.code),
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        status_for(self.code())
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -86,10 +133,18 @@ impl ResponseError for AppError {
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
-    fn every_client_error_maps_to_a_4xx_and_dependencies_to_503() {
+    fn every_code_maps_to_an_error_status_and_only_the_node_s_own_failures_to_5xx() {
+        for code in ErrorCode::iter() {
+            let status = status_for(code);
+            let ours = matches!(code, ErrorCode::Unavailable | ErrorCode::Internal);
+            assert_eq!(status.is_server_error(), ours, "{code}: {status}");
+            assert!(status.is_client_error() || ours, "{code}: {status}");
+        }
         assert_eq!(status_for(ErrorCode::UsernameTaken), StatusCode::CONFLICT);
         assert_eq!(
             status_for(ErrorCode::TooManyAttempts),
@@ -100,8 +155,23 @@ mod tests {
             StatusCode::FORBIDDEN
         );
         assert_eq!(status_for(ErrorCode::InvalidBody), StatusCode::BAD_REQUEST);
-        let dependency = AppError::Session("down".into());
-        assert_eq!(dependency.status_code(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(dependency.to_api().code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn outages_are_503_unavailable_and_bugs_500_internal() {
+        let outages = [
+            AppError::Session("down".into()),
+            AppError::Redis(RedisError::Pool("down".into())),
+            AppError::SubscriberNotReady,
+        ];
+        for outage in outages {
+            assert_eq!(outage.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(outage.to_api().code, ErrorCode::Unavailable);
+        }
+        let bug = AppError::Internal("lost a task".into());
+        assert_eq!(bug.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let api = bug.to_api();
+        assert_eq!(api.code, ErrorCode::Internal);
+        assert!(!api.message.contains("lost a task"));
     }
 }

@@ -6,9 +6,16 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::storage::writer::WriterMetrics;
+
 /// 1 ms to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Powers of two up to the largest batch the flag allows.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
 #[derive(Clone)]
@@ -23,6 +30,7 @@ pub struct Metrics {
     pub messages_delivered: IntCounter,
     pub fanout_latency: Histogram,
     pub db_write: Histogram,
+    pub writer_batch_size: Histogram,
     pub redis_publish: Histogram,
     pub client_errors: IntCounterVec,
     pub http_requests: IntCounterVec,
@@ -119,12 +127,23 @@ impl Metrics {
             db_write: histogram(
                 &r,
                 "chat_db_write_seconds",
-                "MySQL message write transaction",
+                "One write batch: its MySQL transaction from BEGIN to COMMIT",
             )?,
+            writer_batch_size: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "chat_writer_batch_size",
+                        "Messages committed together in one write batch",
+                    )
+                    .buckets(BATCH_BUCKETS.to_vec()),
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
             redis_publish: histogram(
                 &r,
                 "chat_redis_publish_seconds",
-                "Redis PUBLISH of one event",
+                "Redis PUBLISH of one event, or the pipeline of one write batch",
             )?,
             client_errors: counter_vec(
                 &r,
@@ -175,6 +194,13 @@ impl Metrics {
             )?,
             registry: r,
         })
+    }
+
+    pub fn writer(&self) -> WriterMetrics {
+        WriterMetrics {
+            batch_size: self.writer_batch_size.clone(),
+            batch_seconds: self.db_write.clone(),
+        }
     }
 
     pub fn presence_changed(&self, online: bool) {

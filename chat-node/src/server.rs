@@ -1,27 +1,22 @@
-//! Start-up, background tasks and the graceful drain.
+//! Start-up: state, background tasks, the HTTP server ([`crate::startup`]) and the
+//! graceful drain.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actix_session::config::{PersistentSession, TtlExtensionPolicy};
 use actix_session::storage::RedisSessionStore;
-use actix_session::SessionMiddleware;
-use actix_web::cookie::{time, Key, SameSite};
-use actix_web::{web, App, HttpServer};
+use actix_web::cookie::Key;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{run_subscriber, Hub};
+use crate::bus::{run_subscriber, Hub, Publisher};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::presence::Presence;
 use crate::redis_store::{Redis, RedisError};
-use crate::state::{AppState, Limits};
+use crate::startup::{http_server, HTTP_GRACE};
+use crate::state::{AppState, Limits, Services};
+use crate::storage::writer::Writer;
 use crate::storage::{ensure_database, run_migrations, Db, StoreError};
-
-pub const SESSION_COOKIE: &str = "chat_session";
-const SESSION_TTL_DAYS: i64 = 7;
-/// What the drain bound keeps back for finishing HTTP requests once sockets are closed.
-const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -85,14 +80,22 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         ws_burst: config.ws_burst,
         allowed_origins: config.allowed_origins(),
     };
-    let state = AppState::new(
+    let publisher = Publisher::new(redis.clone(), metrics.clone());
+    let writer = Writer::start(
+        &config.database_url,
+        config.writer(),
+        publisher.deliver(),
+        metrics.writer(),
+    )?;
+    let services = Services {
         db,
-        redis.clone(),
+        redis: redis.clone(),
         presence,
-        hub.clone(),
-        metrics.clone(),
-        limits,
-    );
+        hub: hub.clone(),
+        publisher,
+        writer,
+    };
+    let state = AppState::new(services, metrics.clone(), limits);
     let background = CancellationToken::new();
     tokio::spawn(run_subscriber(
         hub,
@@ -113,36 +116,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .build()
         .await
         .map_err(|e| StartError::Session(e.to_string()))?;
-    let secure = config.secure_cookies;
-    let app_state = state.clone();
-    let server = HttpServer::new(move || {
-        let session = SessionMiddleware::builder(store.clone(), key.clone())
-            .cookie_name(SESSION_COOKIE.to_owned())
-            .cookie_http_only(true)
-            .cookie_same_site(SameSite::Lax)
-            .cookie_secure(secure)
-            .session_lifecycle(
-                PersistentSession::default()
-                    .session_ttl(time::Duration::days(SESSION_TTL_DAYS))
-                    .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
-            )
-            .build();
-        App::new()
-            .app_data(web::Data::new(app_state.clone()))
-            .app_data(web::Data::new(app_state.metrics.clone()))
-            .wrap(session)
-            .wrap_fn(crate::http::record)
-            .configure(crate::http::configure)
-    })
-    .disable_signals()
-    .shutdown_timeout(HTTP_GRACE.as_secs())
-    .workers(
-        config
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
-    )
-    .bind(config.listen)?
-    .run();
+    let server = http_server(state.clone(), store, key, &config)?;
     tracing::info!(listen = %config.listen, node = %node_id, "serving");
 
     let handle = server.handle();

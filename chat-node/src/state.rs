@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::redis_store::Redis;
 use crate::storage::users::User;
+use crate::storage::writer::Writer;
 use crate::storage::Db;
 
 /// Settings the request path reads.
@@ -30,6 +31,16 @@ pub struct Limits {
 /// only bounds memory.
 const USER_CACHE_CAP: usize = 100_000;
 
+/// The handles on MySQL, Redis and the bus that a node wires together at start-up.
+pub struct Services {
+    pub db: Db,
+    pub redis: Redis,
+    pub presence: Presence,
+    pub hub: Hub,
+    pub publisher: Publisher,
+    pub writer: Writer,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
@@ -37,6 +48,7 @@ pub struct AppState {
     pub presence: Presence,
     pub hub: Hub,
     pub publisher: Publisher,
+    pub writer: Writer,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub draining: Arc<AtomicBool>,
@@ -48,17 +60,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        db: Db,
-        redis: Redis,
-        presence: Presence,
-        hub: Hub,
-        metrics: Metrics,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(services: Services, metrics: Metrics, limits: Limits) -> Self {
+        let Services {
+            db,
+            redis,
+            presence,
+            hub,
+            publisher,
+            writer,
+        } = services;
         Self {
             db,
-            publisher: Publisher::new(redis.clone(), metrics.clone()),
+            publisher,
+            writer,
             redis,
             presence,
             hub,

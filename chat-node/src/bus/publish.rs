@@ -4,14 +4,19 @@
 //! one exception: the presence scripts publish them atomically with the state change,
 //! with the payload from [`presence_payload`].
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chat_common::protocol::ServerFrame;
+use futures_util::FutureExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
 
 use super::channel::Channels;
-use super::envelope::UserEvent;
+use super::envelope::{now_us, UserEvent};
 use crate::metrics::Metrics;
 use crate::redis_store::{Redis, RedisError};
+use crate::storage::writer::{Committed, Deliver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -33,6 +38,9 @@ pub fn presence_payload(username: &str, online: bool) -> Result<String, serde_js
 #[derive(Clone)]
 pub struct Publisher {
     redis: Redis,
+    /// One multiplexed connection shared by the node's write batches: no pool checkout
+    /// (and its `UNWATCH`/`PING`) per message; it reconnects by itself.
+    shared: Arc<OnceCell<ConnectionManager>>,
     channels: Channels,
     metrics: Metrics,
 }
@@ -42,9 +50,65 @@ impl Publisher {
         let channels = Channels::new(redis.keys.prefix());
         Self {
             redis,
+            shared: Arc::default(),
             channels,
             metrics,
         }
+    }
+
+    /// The writer's hook: each committed batch is published in one pipeline, in id order,
+    /// before any of its senders is answered.
+    pub fn deliver(&self) -> Deliver {
+        let publisher = self.clone();
+        Arc::new(move |batch| {
+            let publisher = publisher.clone();
+            async move {
+                match publisher.messages(&batch).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, messages = batch.len(), "publishing a committed batch failed");
+                        false
+                    }
+                }
+            }
+            .boxed()
+        })
+    }
+
+    /// Two events per message, to the recipient's and the sender's channel, as one
+    /// pipeline. The sender's own socket acknowledges on seeing its message here, so the
+    /// acknowledgement is ordered with everything else this node publishes to the user.
+    pub async fn messages(&self, batch: &[Committed]) -> Result<(), PublishError> {
+        let stored_at = now_us();
+        let mut pipe = redis::pipe();
+        for c in batch {
+            // Serialised once; both envelopes embed the same bytes.
+            let frame = serde_json::value::to_raw_value(&ServerFrame::ChatMessage {
+                message: c.message.clone(),
+            })?;
+            let to_recipient =
+                UserEvent::frame(&*frame, Some(c.message.from.clone()), Some(stored_at));
+            let to_sender = UserEvent::frame(&*frame, Some(c.message.to.clone()), Some(stored_at));
+            pipe.publish(
+                self.channels.user(c.recipient_id),
+                serde_json::to_string(&to_recipient)?,
+            )
+            .ignore()
+            .publish(
+                self.channels.user(c.sender_id),
+                serde_json::to_string(&to_sender)?,
+            )
+            .ignore();
+        }
+        let started = Instant::now();
+        pipe.query_async::<()>(&mut self.shared().await?)
+            .await
+            .map_err(RedisError::from)?;
+        self.metrics
+            .redis_publish
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.messages_published.inc_by(batch.len() as u64);
+        Ok(())
     }
 
     pub fn channels(&self) -> &Channels {
@@ -83,14 +147,21 @@ impl Publisher {
     }
 
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), PublishError> {
-        let mut conn = self.redis.conn().await?;
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(payload)
-            .query_async::<i64>(&mut conn)
+            .query_async::<i64>(&mut self.shared().await?)
             .await
             .map_err(RedisError::from)?;
         Ok(())
+    }
+
+    async fn shared(&self) -> Result<ConnectionManager, RedisError> {
+        let conn = self
+            .shared
+            .get_or_try_init(|| ConnectionManager::new(self.redis.client().clone()))
+            .await?;
+        Ok(conn.clone())
     }
 }
 

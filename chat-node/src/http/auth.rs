@@ -1,5 +1,4 @@
-//! Accounts and sessions. Sessions live in Redis (actix-session), so any node accepts a
-//! session another node created.
+//! Accounts, login and logout; what a session holds is [`crate::session`]'s business.
 
 use std::sync::OnceLock;
 
@@ -7,49 +6,20 @@ use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use chat_common::protocol::{Credentials, UserInfo};
 use chat_common::{validate, ErrorCode};
-use rand::distr::{Alphanumeric, SampleString};
 
-use crate::bus::UserEvent;
 use crate::error::AppError;
+use crate::session::{self, SessionUser};
 use crate::state::AppState;
 use crate::storage::users::{CreateUserError, User};
 
-const USER_ID: &str = "user_id";
-const USERNAME: &str = "username";
-/// A random tag per login, so logging out closes exactly that login's sockets.
-const TAG: &str = "tag";
 /// The window in which failed logins are counted.
 const FAILURE_WINDOW_SECS: i64 = 300;
 /// A hash at the configured cost, checked when the user does not exist so that an unknown
 /// user and a wrong password take equally long.
 static DUMMY_HASH: OnceLock<String> = OnceLock::new();
 
-/// The logged-in user of a session.
-#[derive(Debug, Clone)]
-pub struct SessionUser {
-    pub user: User,
-    pub tag: String,
-}
-
-fn session_err(e: impl std::fmt::Display) -> AppError {
-    AppError::Session(e.to_string())
-}
-
 fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(e.to_string())
-}
-
-pub fn current_user(session: &Session) -> Result<SessionUser, AppError> {
-    let id: Option<i64> = session.get(USER_ID).map_err(session_err)?;
-    let username: Option<String> = session.get(USERNAME).map_err(session_err)?;
-    let tag: Option<String> = session.get(TAG).map_err(session_err)?;
-    match (id, username) {
-        (Some(id), Some(username)) => Ok(SessionUser {
-            user: User { id, username },
-            tag: tag.unwrap_or_default(),
-        }),
-        _ => Err(AppError::client(ErrorCode::Unauthenticated, "log in first")),
-    }
 }
 
 fn info(user: &User) -> Result<UserInfo, AppError> {
@@ -101,12 +71,7 @@ pub async fn register(
         Err(CreateUserError::Store(e)) => return Err(e.into()),
     };
     tracing::info!(user_id = user.id, "registered");
-    let announce = crate::presence::presence_frame(&user.username, false);
-    if let Err(e) = state
-        .redis
-        .publish(&state.redis.keys.directory_channel(), &announce)
-        .await
-    {
+    if let Err(e) = state.publisher.new_user(&user.username).await {
         // The account exists; others see it on their next connect.
         tracing::warn!(error = %e, "could not announce the new user");
     }
@@ -154,13 +119,7 @@ pub async fn login(
         }
     };
     state.redis.clear_login_failures(&username).await?;
-    session.renew();
-    let tag = Alphanumeric.sample_string(&mut rand::rng(), 24);
-    session.insert(USER_ID, user.id).map_err(session_err)?;
-    session
-        .insert(USERNAME, &user.username)
-        .map_err(session_err)?;
-    session.insert(TAG, &tag).map_err(session_err)?;
+    session::log_in(&session, &user)?;
     tracing::info!(user_id = user.id, "logged in");
     Ok(HttpResponse::Ok().json(info(&user)?))
 }
@@ -168,21 +127,16 @@ pub async fn login(
 pub async fn logout(
     state: web::Data<AppState>,
     session: Session,
+    current: Option<SessionUser>,
 ) -> Result<HttpResponse, AppError> {
-    if let Ok(current) = current_user(&session) {
-        let event: UserEvent<()> = UserEvent::logout(current.tag);
-        let payload = serde_json::to_string(&event).map_err(internal)?;
-        state
-            .redis
-            .publish(&state.redis.keys.user_channel(current.user.id), &payload)
-            .await?;
+    if let Some(current) = current {
+        state.publisher.logout(current.user.id, current.tag).await?;
         tracing::info!(user_id = current.user.id, "logged out");
     }
-    session.purge();
+    session::log_out(&session);
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn me(session: Session) -> Result<HttpResponse, AppError> {
-    let current = current_user(&session)?;
+pub async fn me(current: SessionUser) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().json(info(&current.user)?))
 }

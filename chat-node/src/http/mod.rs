@@ -6,19 +6,12 @@ mod auth;
 mod health;
 mod users;
 
-pub use auth::{current_user, SessionUser};
-
-use std::time::Instant;
-
-use actix_web::dev::Service;
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
-use actix_web::{web, HttpRequest, HttpResponse};
-use chat_common::error::ApiError;
+use actix_web::{web, HttpRequest};
 use chat_common::ErrorCode;
-use futures_util::FutureExt;
 
-use crate::error::{error_response, AppError};
-use crate::metrics::Metrics;
+use crate::error::AppError;
+use crate::routes::resource;
 
 /// Bodies are two short strings; anything larger is not a real client.
 const JSON_LIMIT: usize = 16 * 1024;
@@ -38,19 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/healthz").route(web::get().to(health::healthz)))
     .service(resource("/readyz").route(web::get().to(health::readyz)))
     .service(resource("/metrics").route(web::get().to(health::metrics)))
-    .service(resource("/ws").route(web::get().to(crate::ws::upgrade)))
-    .configure(assets::configure)
-    .default_service(web::to(not_found));
-}
-
-/// A route whose other methods get a JSON 405 rather than actix's empty one.
-pub(crate) fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    let message = format!("{} is not supported on {}", req.method(), req.path());
-    error_response(ApiError::new(ErrorCode::MethodNotAllowed, message))
+    .configure(assets::configure);
 }
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
@@ -68,40 +49,4 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
 
 fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     AppError::client(ErrorCode::InvalidQuery, format!("bad query string: {err}")).into()
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    let message = format!("no route for {} {}", req.method(), req.path());
-    error_response(ApiError::new(ErrorCode::NotFound, message))
-}
-
-/// Counts and times every request by route pattern (never by raw path, which would let
-/// clients mint label values).
-pub fn record<S, B>(
-    req: actix_web::dev::ServiceRequest,
-    srv: &S,
-) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
-where
-    S: Service<
-        actix_web::dev::ServiceRequest,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-{
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let start = Instant::now();
-    srv.call(req).map(move |res| {
-        if let (Ok(res), Some(m)) = (&res, metrics) {
-            m.http_requests
-                .with_label_values(&[route.as_str(), res.status().as_str()])
-                .inc();
-            m.http_duration
-                .with_label_values(&[route.as_str()])
-                .observe(start.elapsed().as_secs_f64());
-        }
-        res
-    })
 }

@@ -1,13 +1,12 @@
 //! `GET /api/users`: the directory, a page at a time.
 
-use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use chat_common::protocol::{UserStatus, UsersPage, DIRECTORY_LIMIT};
 use chat_common::ErrorCode;
 use serde::Deserialize;
 
-use super::auth::current_user;
 use crate::error::AppError;
+use crate::session::SessionUser;
 use crate::state::AppState;
 
 const DEFAULT_PAGE: usize = 100;
@@ -20,10 +19,9 @@ pub struct PageQuery {
 
 pub async fn list(
     state: web::Data<AppState>,
-    session: Session,
+    _logged_in: SessionUser,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, AppError> {
-    current_user(&session)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=DIRECTORY_LIMIT).contains(&limit) {
         return Err(AppError::client(

@@ -1,20 +1,14 @@
-//! Conversations and their messages.
-//!
-//! Ordering guarantee: a message is inserted while its transaction holds the row locks of
-//! both members (taken in id order, so no deadlock). Every message a user can see is
-//! therefore allocated its AUTO_INCREMENT id after all earlier messages of that user
-//! committed, so `sync` from the highest id a client saw never skips one.
+//! Conversations and reading their messages. Messages are written by [`super::writer`].
 
 use chat_common::protocol::ChatMessage;
 use chat_common::MessageId;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Nullable, Text, Varchar};
-use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
-use super::schema::{channels, messages, users};
-use super::users::{LastId, User};
+use super::schema::{channels, messages};
+use super::users::User;
 use super::{Db, StoreError};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -46,23 +40,7 @@ struct SyncRow {
     client_id: Option<String>,
 }
 
-/// What `store_message` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored {
-    New(ChatMessage),
-    /// The sender's `clientId` was already stored: the original, to acknowledge again.
-    Duplicate(ChatMessage),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreMessageError {
-    #[error("clientId was already used in another conversation")]
-    ClientIdReused,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn to_wire(
+pub(super) fn to_wire(
     id: i64,
     channel: i64,
     from: &str,
@@ -80,12 +58,6 @@ fn to_wire(
         sent_at: sent_at.and_utc(),
         client_id,
     })
-}
-
-impl From<diesel::result::Error> for StoreMessageError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Store(e.into())
-    }
 }
 
 impl MessageRow {
@@ -107,14 +79,6 @@ impl MessageRow {
     }
 }
 
-/// Now, cut to the microseconds MySQL keeps, so the acknowledgement equals the stored row.
-fn now_micros() -> NaiveDateTime {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros())
-        .unwrap_or(now)
-        .naive_utc()
-}
-
 impl Db {
     /// The conversation of two distinct users, created on first use.
     pub async fn channel_between(&self, a: i64, b: i64) -> Result<i64, StoreError> {
@@ -129,80 +93,6 @@ impl Db {
             .select(channels::id)
             .first(&mut conn)
             .await?)
-    }
-
-    pub async fn store_message(
-        &self,
-        sender: &User,
-        peer: &User,
-        channel_id: i64,
-        client_id: Option<&str>,
-        text: &str,
-    ) -> Result<Stored, StoreMessageError> {
-        let mut conn = self.conn().await?;
-        let (low, high) = if sender.id < peer.id {
-            (sender.id, peer.id)
-        } else {
-            (peer.id, sender.id)
-        };
-        let sent_at = now_micros();
-        let result = conn
-            .transaction::<_, StoreMessageError, _>(|conn| {
-                async move {
-                    users::table
-                        .filter(users::id.eq_any([low, high]))
-                        .order(users::id)
-                        .select(users::id)
-                        .for_update()
-                        .load::<i64>(conn)
-                        .await
-                        .map_err(StoreError::from)?;
-                    if let Some(cid) = client_id {
-                        let existing = messages::table
-                            .filter(messages::sender_id.eq(sender.id))
-                            .filter(messages::client_id.eq(cid))
-                            .select(MessageRow::as_select())
-                            .first(conn)
-                            .await
-                            .optional()
-                            .map_err(StoreError::from)?;
-                        if let Some(row) = existing {
-                            if row.channel_id != channel_id {
-                                return Err(StoreMessageError::ClientIdReused);
-                            }
-                            return Ok(Stored::Duplicate(row.into_wire(sender, peer)?));
-                        }
-                    }
-                    diesel::insert_into(messages::table)
-                        .values((
-                            messages::channel_id.eq(channel_id),
-                            messages::sender_id.eq(sender.id),
-                            messages::client_id.eq(client_id),
-                            messages::body.eq(text),
-                            messages::sent_at.eq(sent_at),
-                        ))
-                        .execute(conn)
-                        .await
-                        .map_err(StoreError::from)?;
-                    let id = diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id")
-                        .get_result::<LastId>(conn)
-                        .await
-                        .map_err(StoreError::from)?
-                        .id;
-                    let row = MessageRow {
-                        id,
-                        channel_id,
-                        sender_id: sender.id,
-                        client_id: client_id.map(str::to_owned),
-                        body: text.to_owned(),
-                        sent_at,
-                    };
-                    Ok(Stored::New(row.into_wire(sender, peer)?))
-                }
-                .scope_boxed()
-            })
-            .await?;
-        Ok(result)
     }
 
     /// The newest `limit` messages of the conversation older than `before`, oldest first,
@@ -247,20 +137,30 @@ impl Db {
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
         let mut conn = self.conn().await?;
+        let after = i64::from(after);
+        let fetch = i64::from(limit) + 1;
+        // Two range scans of at most `limit + 1` rows each (what the user sent, what they
+        // received), merged: the cost never depends on the size of the user's history.
         let mut rows: Vec<SyncRow> = diesel::sql_query(
             "SELECT m.id, m.channel_id, s.username AS sender, r.username AS recipient, \
                     m.body, m.sent_at, m.client_id \
-             FROM messages m \
-             JOIN channels c ON c.id = m.channel_id \
+             FROM ((SELECT id FROM messages FORCE INDEX (messages_sender_id_idx) \
+                    WHERE sender_id = ? AND id > ? ORDER BY id LIMIT ?) \
+                   UNION ALL \
+                   (SELECT id FROM messages FORCE INDEX (messages_recipient_id_idx) \
+                    WHERE recipient_id = ? AND id > ? ORDER BY id LIMIT ?)) mine \
+             JOIN messages m ON m.id = mine.id \
              JOIN users s ON s.id = m.sender_id \
-             JOIN users r ON r.id = IF(c.user_low = m.sender_id, c.user_high, c.user_low) \
-             WHERE (c.user_low = ? OR c.user_high = ?) AND m.id > ? \
+             JOIN users r ON r.id = m.recipient_id \
              ORDER BY m.id LIMIT ?",
         )
         .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(fetch)
         .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(i64::from(after))
-        .bind::<BigInt, _>(i64::from(limit) + 1)
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(fetch)
+        .bind::<BigInt, _>(fetch)
         .load(&mut conn)
         .await?;
         let has_more = rows.len() > limit as usize;

@@ -5,13 +5,16 @@ pub mod messages;
 mod migrate;
 mod schema;
 pub mod users;
+pub mod writer;
 
 use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::AsyncMysqlConnection;
 
 pub use migrate::{ensure_database, run_migrations};
@@ -31,6 +34,11 @@ pub enum StoreError {
     Migration(String),
     #[error("value out of range: {0}")]
     Range(String),
+    #[error("mysql: {0}")]
+    Mysql(#[from] mysql_async::Error),
+    /// A write batch failed; each of its messages carries this.
+    #[error("write failed: {0}")]
+    Write(String),
 }
 
 impl From<PoolError> for StoreError {
@@ -49,7 +57,14 @@ pub struct Db {
 impl Db {
     /// `wait` observes how long callers wait for a connection.
     pub fn new(database_url: &str, size: usize, wait: Histogram) -> Result<Self, StoreError> {
-        let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(database_url);
+        // No `SELECT 1` per checkout: a dead connection fails its first query, which
+        // reaches the client as `unavailable`, and deadpool drops it on return.
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
+            database_url,
+            config,
+        );
         let pool = Pool::builder(manager)
             .max_size(size.max(1))
             .wait_timeout(Some(POOL_WAIT))

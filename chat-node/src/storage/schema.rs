@@ -23,6 +23,7 @@ diesel::table! {
         id -> BigInt,
         channel_id -> BigInt,
         sender_id -> BigInt,
+        recipient_id -> Nullable<BigInt>,
         client_id -> Nullable<Varchar>,
         body -> Text,
         sent_at -> Datetime,

@@ -2,7 +2,6 @@
 
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 
 use super::schema::{channels, users};
@@ -163,11 +162,4 @@ pub struct Directory {
     pub names: Vec<String>,
     /// Every user is listed, so the socket should follow everyone's presence.
     pub complete: bool,
-}
-
-/// Reads `LAST_INSERT_ID()` of the connection, signed like our ids.
-#[derive(QueryableByName)]
-pub(super) struct LastId {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
 }

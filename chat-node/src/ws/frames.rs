@@ -2,9 +2,6 @@
 //! published) before the socket task looks at anything else, which is what lets a drain
 //! promise that nothing acknowledged is unstored and nothing stored is unpublished.
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use bytestring::ByteString;
 use chat_common::error::ApiError;
 use chat_common::protocol::{
@@ -12,13 +9,14 @@ use chat_common::protocol::{
     SYNC_DEFAULT_LIMIT,
 };
 use chat_common::ErrorCode;
+use std::collections::HashMap;
 
 use super::rate::TokenBucket;
-use crate::bus::{frame_text, now_us, ConnId};
+use crate::bus::{frame_text, ConnId};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::storage::messages::{StoreMessageError, Stored};
 use crate::storage::users::{Directory, User};
+use crate::storage::writer::{NewMessage, Stored};
 
 pub struct Connection {
     state: AppState,
@@ -142,8 +140,7 @@ impl Connection {
                 self.state.metrics.messages_received.inc();
                 let peer = self.peer(&peer).await?;
                 let channel = self.channel(&peer).await?;
-                self.send_message(&peer, channel, &text, client_id.as_deref())
-                    .await
+                self.send_message(peer, channel, text, client_id).await
             }
             ClientFrame::Typing { peer } => self.relay_typing(&peer, true).await,
             ClientFrame::DoneTyping { peer } => self.relay_typing(&peer, false).await,
@@ -171,61 +168,46 @@ impl Connection {
         Ok(vec![])
     }
 
+    /// Returns once the message is committed and published (or could not be); the
+    /// sender's acknowledgement arrives through its user channel like every delivery.
     async fn send_message(
         &mut self,
-        peer: &User,
-        channel: i64,
-        text: &str,
-        client_id: Option<&str>,
+        peer: User,
+        channel_id: i64,
+        text: String,
+        client_id: Option<String>,
     ) -> Result<Vec<ByteString>, AppError> {
-        let started = Instant::now();
         let stored = self
             .state
-            .db
-            .store_message(&self.me, peer, channel, client_id, text)
+            .writer
+            .write(NewMessage {
+                sender: self.me.clone(),
+                recipient: peer,
+                channel_id,
+                client_id,
+                text,
+            })
             .await;
-        let message = match stored {
-            Ok(Stored::New(message)) => message,
-            Ok(Stored::Duplicate(message)) => {
-                return Ok(vec![frame_text(&ServerFrame::ChatMessage { message })?]);
-            }
-            Err(StoreMessageError::ClientIdReused) => {
-                return Err(AppError::client(
-                    ErrorCode::BadRequest,
-                    "this clientId was already used in another conversation",
-                ));
-            }
-            Err(StoreMessageError::Store(e)) => return Err(e.into()),
-        };
-        self.state
-            .metrics
-            .db_write
-            .observe(started.elapsed().as_secs_f64());
-        self.state.metrics.messages_stored.inc();
-        let stored_at = now_us();
-        let frame = ServerFrame::ChatMessage {
-            message: message.clone(),
-        };
-        let publisher = &self.state.publisher;
-        let to_peer = publisher
-            .to_user(peer.id, &frame, Some(&self.me.username), Some(stored_at))
-            .await;
-        let to_me = publisher
-            .to_user(self.me.id, &frame, Some(&peer.username), Some(stored_at))
-            .await;
-        match (to_peer, to_me) {
-            (Ok(()), Ok(())) => {
-                self.state.metrics.messages_published.inc();
+        match stored {
+            Ok(Stored::New {
+                published: true, ..
+            }) => {
+                self.state.metrics.messages_stored.inc();
                 Ok(vec![])
             }
-            (peer_result, me_result) => {
-                // Stored but not fully published: acknowledge directly so the sender does
-                // not resend; the peer gets it through `sync` when it reconnects.
-                for err in [peer_result.err(), me_result.err()].into_iter().flatten() {
-                    tracing::error!(error = %err, message_id = %message.id, "publish failed after store");
-                }
-                Ok(vec![frame_text(&frame)?])
+            Ok(Stored::New {
+                message,
+                published: false,
+            }) => {
+                // Stored but not published: acknowledge directly so the sender does not
+                // resend; the peer gets it through `sync` when it reconnects.
+                self.state.metrics.messages_stored.inc();
+                Ok(vec![frame_text(&ServerFrame::ChatMessage { message })?])
             }
+            Ok(Stored::Duplicate(message)) => {
+                Ok(vec![frame_text(&ServerFrame::ChatMessage { message })?])
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -1,24 +1,30 @@
-//! WebSockets: the upgrade ([`upgrade`]), one task per socket ([`socket`]), what each
-//! client frame does ([`frames`]) and the per-socket rate limit ([`rate`]).
+//! WebSockets: the route ([`configure`]), the upgrade ([`upgrade`]), one task per socket
+//! ([`socket`]), what each client frame does ([`frames`]) and the per-socket rate limit
+//! ([`rate`]).
 
 mod frames;
 mod origin;
 pub mod rate;
 mod socket;
 
-use actix_session::Session;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chat_common::ErrorCode;
+use tracing::Instrument;
 
 use crate::error::AppError;
-use crate::http::current_user;
+use crate::routes::resource;
+use crate::session::SessionUser;
 use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/ws").route(web::get().to(upgrade)));
+}
 
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
-    session: Session,
+    current: SessionUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if state.is_draining() {
@@ -26,7 +32,6 @@ pub async fn upgrade(
             AppError::client(ErrorCode::Unavailable, "this node is draining; reconnect").into(),
         );
     }
-    let current = current_user(&session)?;
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -48,10 +53,18 @@ pub async fn upgrade(
             format!("not a WebSocket handshake: {e}"),
         )
     })?;
+    // A root span: the socket outlives the upgrade request. `socket::run` records `conn`
+    // once the hub has assigned it.
+    let span = tracing::info_span!(
+        parent: None,
+        "socket",
+        user_id = current.user.id,
+        conn = tracing::field::Empty,
+    );
     let state = state.get_ref().clone();
     let task = state
         .sockets
-        .track_future(socket::run(state.clone(), current, ws, stream));
+        .track_future(socket::run(state.clone(), current, ws, stream).instrument(span));
     actix_web::rt::spawn(task);
     Ok(response)
 }

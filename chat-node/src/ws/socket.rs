@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 
 use super::frames::Connection;
 use crate::bus::{frame_text, Outbound, OUTBOX_CAPACITY};
-use crate::http::SessionUser;
+use crate::error::AppError;
+use crate::session::SessionUser;
 use crate::state::AppState;
 
 /// Frames (and reassembled messages) above this close the socket with 1009.
@@ -25,6 +26,7 @@ fn reason(code: CloseCode, text: &str) -> Option<CloseReason> {
     })
 }
 
+/// Runs inside the `socket` span [`super::upgrade`] opens, and fills in its `conn`.
 pub async fn run(
     state: AppState,
     current: SessionUser,
@@ -39,8 +41,9 @@ pub async fn run(
     let conn_id = state
         .hub
         .register(current.user.id, &current.user.username, &current.tag, tx);
+    tracing::Span::current().record("conn", conn_id);
     state.metrics.ws_connections.inc();
-    tracing::info!(user_id = current.user.id, conn = conn_id, "socket opened");
+    tracing::info!("socket opened");
     let mut conn = Connection::new(state.clone(), current.user.clone(), conn_id);
 
     let close = match conn.setup().await {
@@ -52,8 +55,9 @@ pub async fn run(
             }
         }
         Err(err) => {
-            let frame = frame_text(&ServerFrame::error(err.to_api(), None));
-            let _ = ws.text(frame).await;
+            if let Ok(frame) = frame_text(&ServerFrame::error(err.to_api(), None)) {
+                let _ = ws.text(frame).await;
+            }
             reason(CloseCode::Error, "could not load the directory")
         }
     };
@@ -69,7 +73,13 @@ pub async fn run(
         }
     }
     state.metrics.ws_connections.dec();
-    tracing::info!(user_id = current.user.id, conn = conn_id, "socket closed");
+    tracing::info!("socket closed");
+}
+
+/// A reply that could not be encoded is a bug: log it and close with 1011.
+fn internal_error(err: &AppError) -> Option<CloseReason> {
+    tracing::error!(error = %err, "could not encode a reply");
+    reason(CloseCode::Error, "internal error")
 }
 
 /// How long a draining socket waits for acknowledgements already on their way back from
@@ -122,12 +132,19 @@ async fn serve(
                 match msg {
                     None => return None,
                     Some(Ok(AggregatedMessage::Text(text))) => {
-                        for reply in conn.handle_text(&text).await {
+                        let replies = match conn.handle_text(&text).await {
+                            Ok(replies) => replies,
+                            Err(e) => return internal_error(&e),
+                        };
+                        for reply in replies {
                             if ws.text(reply).await.is_err() { return None; }
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => {
-                        let reply = conn.reject_binary();
+                        let reply = match conn.reject_binary() {
+                            Ok(reply) => reply,
+                            Err(e) => return internal_error(&e),
+                        };
                         if ws.text(reply).await.is_err() { return None; }
                     }
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {

@@ -1,0 +1,46 @@
+//! The HTTP server and its one route table: `http` and `ws` each register their own
+//! routes here, so neither needs to know the other.
+
+use std::time::Duration;
+
+use actix_session::storage::RedisSessionStore;
+use actix_web::cookie::Key;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{http, routes, session, ws};
+
+/// What the drain bound keeps back for finishing HTTP requests once sockets are closed.
+pub const HTTP_GRACE: Duration = Duration::from_secs(2);
+
+/// Binds the listen address; the caller drives the returned server and stops it, since
+/// signals are the drain's to handle.
+pub fn http_server(
+    state: AppState,
+    sessions: RedisSessionStore,
+    key: Key,
+    config: &Config,
+) -> std::io::Result<Server> {
+    let secure = config.secure_cookies;
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(state.metrics.clone()))
+            .wrap(session::middleware(sessions.clone(), key.clone(), secure))
+            .wrap_fn(routes::observe)
+            .configure(http::configure)
+            .configure(ws::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(HTTP_GRACE.as_secs())
+    .workers(workers)
+    .bind(config.listen)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,528 @@
+//! The write path: one writer task per node commits messages in groups.
+//!
+//! Sockets hand a [`NewMessage`] to the [`Writer`] and wait. The task takes whatever is
+//! queued (at most `max_batch`; it never waits for more, so an idle node adds no
+//! latency) and writes it as one transaction on its own connection:
+//!
+//! 1. `SELECT … FOR UPDATE` on every user of the batch, in ascending id order;
+//! 2. one lookup of every `clientId` of the batch (duplicates inside the batch are found
+//!    in memory);
+//! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order;
+//! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it), and only
+//!    then is any sender answered.
+//!
+//! Why the user locks keep `sync` exact is in docs/design.md. Statements are prepared
+//! once per shape and kept in the connection's statement cache; the lists are padded to
+//! powers of two so few shapes exist. The writer talks to MySQL through mysql_async
+//! directly because diesel can neither express `RETURNING` on MySQL nor cache a statement
+//! whose list length varies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chat_common::protocol::ChatMessage;
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
+use futures_util::future::BoxFuture;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row, TxOpts, Value};
+use prometheus::Histogram;
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::to_wire;
+use super::users::User;
+use super::StoreError;
+
+/// Statement shapes per connection: up to `max_batch` INSERTs plus the padded lookups.
+const STATEMENT_CACHE: usize = 320;
+
+/// A message to store, checked and resolved by the socket that received it.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub sender: User,
+    pub recipient: User,
+    pub channel_id: i64,
+    pub client_id: Option<String>,
+    pub text: String,
+}
+
+/// What the writer did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed; `published` is false when `deliver` failed, so the sender is
+    /// acknowledged directly and the recipient finds it through `sync`.
+    New {
+        message: ChatMessage,
+        published: bool,
+    },
+    /// The sender's `clientId` was already stored: the original, to acknowledge again.
+    Duplicate(ChatMessage),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("clientId was already used in another conversation")]
+    ClientIdReused,
+    /// The batch failed as a whole; nothing of it was committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+/// A committed message, for delivery.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub message: ChatMessage,
+    pub sender_id: i64,
+    pub recipient_id: i64,
+}
+
+/// Publishes a committed batch in id order; true when every event went out.
+pub type Deliver = Arc<dyn Fn(Vec<Committed>) -> BoxFuture<'static, bool> + Send + Sync>;
+
+struct Job {
+    message: NewMessage,
+    sent_at: NaiveDateTime,
+    reply: oneshot::Sender<Result<Stored, WriteError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub max_batch: usize,
+    /// Messages waiting for the writer before senders wait to enqueue.
+    pub queue: usize,
+}
+
+/// The handle sockets use; cheap to clone. The task ends when every handle is gone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Observations of each batch.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    pub batch_size: Histogram,
+    pub batch_seconds: Histogram,
+}
+
+impl Writer {
+    pub fn start(
+        database_url: &str,
+        config: WriterConfig,
+        deliver: Deliver,
+        metrics: WriterMetrics,
+    ) -> Result<Self, StoreError> {
+        let opts = Opts::from_url(database_url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let opts: Opts = OptsBuilder::from_opts(opts)
+            .stmt_cache_size(STATEMENT_CACHE)
+            .into();
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let task = Task {
+            opts,
+            conn: None,
+            max_batch: config.max_batch.max(1),
+            deliver,
+            metrics,
+            sql: Statements::default(),
+        };
+        tokio::spawn(task.run(rx));
+        Ok(Self { tx })
+    }
+
+    /// Stores the message; returns once it is committed and handed to delivery.
+    pub async fn write(&self, message: NewMessage) -> Result<Stored, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            message,
+            sent_at: now_micros(),
+            reply,
+        };
+        self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
+struct Task {
+    opts: Opts,
+    /// Opened on first use and dropped after any error, so a restarted MySQL is
+    /// reconnected to by the next batch.
+    conn: Option<Conn>,
+    max_batch: usize,
+    deliver: Deliver,
+    metrics: WriterMetrics,
+    sql: Statements,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(self.max_batch);
+        while rx.recv_many(&mut jobs, self.max_batch).await > 0 {
+            let started = Instant::now();
+            self.metrics.batch_size.observe(jobs.len() as f64);
+            let outcomes = match self.write(&jobs).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    tracing::error!(error = %e, messages = jobs.len(), "batch failed");
+                    self.conn = None;
+                    for job in jobs.drain(..) {
+                        let _ = job
+                            .reply
+                            .send(Err(WriteError::Store(StoreError::Write(e.to_string()))));
+                    }
+                    continue;
+                }
+            };
+            self.metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let committed: Vec<Committed> = outcomes
+                .iter()
+                .zip(&jobs)
+                .filter_map(|(outcome, job)| match outcome {
+                    Outcome::New(message) => Some(Committed {
+                        message: message.clone(),
+                        sender_id: job.message.sender.id,
+                        recipient_id: job.message.recipient.id,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let published = committed.is_empty() || (self.deliver)(committed).await;
+            for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                let result = match outcome {
+                    Outcome::New(message) => Ok(Stored::New { message, published }),
+                    Outcome::Duplicate(message) => Ok(Stored::Duplicate(message)),
+                    Outcome::Reused => Err(WriteError::ClientIdReused),
+                };
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    async fn write(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = Conn::new(self.opts.clone()).await?;
+                self.conn.insert(conn)
+            }
+        };
+        write_batch(conn, &mut self.sql, jobs).await
+    }
+}
+
+/// What became of one job of a committed batch.
+#[derive(Debug)]
+enum Outcome {
+    New(ChatMessage),
+    Duplicate(ChatMessage),
+    Reused,
+}
+
+/// How a job's `clientId` was resolved before the insert.
+enum Plan {
+    Insert,
+    /// Stored before: the original row.
+    Existing(ExistingRow),
+    /// Same sender and `clientId` as an earlier job of this batch.
+    SameAs(usize),
+}
+
+async fn write_batch(
+    conn: &mut Conn,
+    sql: &mut Statements,
+    jobs: &[Job],
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+
+    let mut users: Vec<i64> = jobs
+        .iter()
+        .flat_map(|j| [j.message.sender.id, j.message.recipient.id])
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let padded = pad(users.iter().map(|id| Value::Int(*id)).collect());
+    tx.exec_drop(sql.lock(padded.len()), padded).await?;
+
+    let existing = find_existing(&mut tx, sql, jobs).await?;
+    let mut first_use: HashMap<(i64, &str), usize> = HashMap::new();
+    let plans: Vec<Plan> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let Some(cid) = job.message.client_id.as_deref() else {
+                return Plan::Insert;
+            };
+            let key = (job.message.sender.id, cid);
+            if let Some(row) = existing.get(&key) {
+                return Plan::Existing(row.clone());
+            }
+            match first_use.get(&key) {
+                Some(first) => Plan::SameAs(*first),
+                None => {
+                    first_use.insert(key, i);
+                    Plan::Insert
+                }
+            }
+        })
+        .collect();
+
+    let inserts: Vec<&Job> = jobs
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Insert))
+        .map(|(job, _)| job)
+        .collect();
+    let ids = if inserts.is_empty() {
+        Vec::new()
+    } else {
+        let mut params = Vec::with_capacity(inserts.len() * 6);
+        for job in &inserts {
+            let m = &job.message;
+            params.extend([
+                Value::Int(m.channel_id),
+                Value::Int(m.sender.id),
+                Value::Int(m.recipient.id),
+                m.client_id
+                    .as_ref()
+                    .map_or(Value::NULL, |c| Value::Bytes(c.clone().into_bytes())),
+                Value::Bytes(m.text.clone().into_bytes()),
+                to_value(job.sent_at),
+            ]);
+        }
+        let ids: Vec<i64> = tx.exec(sql.insert(inserts.len()), params).await?;
+        if ids.len() != inserts.len() {
+            return Err(StoreError::Write(format!(
+                "{} rows inserted, {} ids returned",
+                inserts.len(),
+                ids.len()
+            )));
+        }
+        ids
+    };
+    tx.commit().await?;
+
+    let mut ids = ids.into_iter();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+    for (job, plan) in jobs.iter().zip(plans) {
+        let m = &job.message;
+        let outcome = match plan {
+            Plan::Insert => {
+                let id = ids
+                    .next()
+                    .ok_or_else(|| StoreError::Write("an id is missing".into()))?;
+                Outcome::New(to_wire(
+                    id,
+                    m.channel_id,
+                    &m.sender.username,
+                    &m.recipient.username,
+                    m.text.clone(),
+                    job.sent_at,
+                    m.client_id.clone(),
+                )?)
+            }
+            Plan::Existing(row) if row.channel_id != m.channel_id => Outcome::Reused,
+            Plan::Existing(row) => Outcome::Duplicate(to_wire(
+                row.id,
+                row.channel_id,
+                &m.sender.username,
+                &m.recipient.username,
+                row.body,
+                row.sent_at,
+                m.client_id.clone(),
+            )?),
+            Plan::SameAs(first) => match (&outcomes[first], jobs[first].message.channel_id) {
+                (Outcome::New(original), channel) if channel == m.channel_id => {
+                    Outcome::Duplicate(original.clone())
+                }
+                _ => Outcome::Reused,
+            },
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+#[derive(Debug, Clone)]
+struct ExistingRow {
+    id: i64,
+    channel_id: i64,
+    body: String,
+    sent_at: NaiveDateTime,
+}
+
+/// Rows already stored under the batch's (sender, clientId) pairs.
+async fn find_existing<'j>(
+    tx: &mut mysql_async::Transaction<'_>,
+    sql: &mut Statements,
+    jobs: &'j [Job],
+) -> Result<HashMap<(i64, &'j str), ExistingRow>, StoreError> {
+    let pairs: Vec<(i64, &str)> = jobs
+        .iter()
+        .filter_map(|j| {
+            j.message
+                .client_id
+                .as_deref()
+                .map(|c| (j.message.sender.id, c))
+        })
+        .collect();
+    let mut found = HashMap::new();
+    if pairs.is_empty() {
+        return Ok(found);
+    }
+    let padded = pad(pairs
+        .iter()
+        .map(|(sender, cid)| [Value::Int(*sender), Value::Bytes(cid.as_bytes().to_vec())])
+        .collect());
+    let params: Vec<Value> = padded.into_iter().flatten().collect();
+    let rows: Vec<Row> = tx.exec(sql.existing(params.len() / 2), params).await?;
+    for row in rows {
+        let (id, channel_id, sender_id, client_id, body, sent_at): (
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            Value,
+        ) = mysql_async::from_row_opt(row).map_err(|e| StoreError::Write(e.to_string()))?;
+        // Map the row back to the batch's borrowed key (the collation is binary).
+        if let Some(key) = pairs
+            .iter()
+            .find(|(s, c)| *s == sender_id && *c == client_id)
+        {
+            let sent_at = from_value(&sent_at)?;
+            found.insert(
+                *key,
+                ExistingRow {
+                    id,
+                    channel_id,
+                    body,
+                    sent_at,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Pads a list to the next power of two by repeating its last item, so an `IN` list
+/// has one of a few shapes (a repeated value does not change what `IN` matches).
+fn pad<T: Clone>(mut items: Vec<T>) -> Vec<T> {
+    let target = items.len().next_power_of_two();
+    if let Some(last) = items.last().cloned() {
+        items.resize(target, last);
+    }
+    items
+}
+
+/// SQL text per list length, built once.
+#[derive(Default)]
+struct Statements {
+    lock: HashMap<usize, String>,
+    existing: HashMap<usize, String>,
+    insert: HashMap<usize, String>,
+}
+
+fn placeholders(n: usize, group: &str) -> String {
+    vec![group; n].join(",")
+}
+
+impl Statements {
+    fn lock(&mut self, n: usize) -> &str {
+        self.lock.entry(n).or_insert_with(|| {
+            format!(
+                "SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                placeholders(n, "?")
+            )
+        })
+    }
+
+    fn existing(&mut self, n: usize) -> &str {
+        self.existing.entry(n).or_insert_with(|| {
+            format!(
+                "SELECT id, channel_id, sender_id, client_id, body, sent_at FROM messages \
+                     WHERE (sender_id, client_id) IN ({})",
+                placeholders(n, "(?,?)")
+            )
+        })
+    }
+
+    fn insert(&mut self, n: usize) -> &str {
+        self.insert.entry(n).or_insert_with(|| {
+            format!(
+                "INSERT INTO messages \
+                     (channel_id, sender_id, recipient_id, client_id, body, sent_at) \
+                     VALUES {} RETURNING id",
+                placeholders(n, "(?,?,?,?,?,?)")
+            )
+        })
+    }
+}
+
+/// Now, cut to the microseconds MySQL keeps, so the acknowledgement equals the stored row.
+fn now_micros() -> NaiveDateTime {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros())
+        .unwrap_or(now)
+        .naive_utc()
+}
+
+fn to_value(t: NaiveDateTime) -> Value {
+    Value::Date(
+        u16::try_from(t.year()).unwrap_or(0),
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+        t.nanosecond() / 1000,
+    )
+}
+
+fn from_value(value: &Value) -> Result<NaiveDateTime, StoreError> {
+    let bad = || StoreError::Range(format!("not a DATETIME: {value:?}"));
+    match *value {
+        Value::Date(y, mo, d, h, mi, s, us) => {
+            NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+                .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
+                .ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_padded_to_a_power_of_two_with_their_last_item() {
+        assert_eq!(pad(vec![1, 2, 3]), vec![1, 2, 3, 3]);
+        assert_eq!(pad(vec![1, 2, 3, 4]), vec![1, 2, 3, 4]);
+        assert_eq!(pad(vec![7]), vec![7]);
+        assert_eq!(pad(Vec::<i32>::new()), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn datetimes_survive_the_round_trip_to_mysql_values() {
+        let t = now_micros();
+        assert_eq!(from_value(&to_value(t)).unwrap(), t);
+        assert!(from_value(&Value::Int(3)).is_err());
+        assert!(from_value(&Value::Date(2026, 2, 30, 0, 0, 0, 0)).is_err());
+    }
+
+    #[test]
+    fn statements_have_one_placeholder_group_per_item() {
+        let mut sql = Statements::default();
+        assert_eq!(
+            sql.lock(2),
+            "SELECT id FROM users WHERE id IN (?,?) ORDER BY id FOR UPDATE"
+        );
+        assert!(sql
+            .insert(3)
+            .contains("VALUES (?,?,?,?,?,?),(?,?,?,?,?,?),(?,?,?,?,?,?) "));
+        assert!(sql.existing(1).ends_with("IN ((?,?))"));
+    }
+}
