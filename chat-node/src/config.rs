@@ -47,18 +47,18 @@ pub struct Config {
     /// Every Redis key and channel of the node, sessions included, starts with it.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat")]
     pub redis_prefix: String,
-    /// Unique per process in a cluster [default: hostname and pid]
+    /// Unique per process in a cluster; defaults to hostname and pid.
     #[arg(long, env = "CHAT_NODE_ID")]
     pub node_id: Option<String>,
-    /// Signs session cookies: at least 32 bytes, the same on every node [default: a
-    /// development key, with a warning]
+    /// Signs session cookies: at least 32 bytes, the same on every node; without it a
+    /// development key is used, with a warning.
     #[arg(long, env = "CHAT_SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
     /// Comma-separated origins allowed to open WebSockets, besides the node's own origin and
     /// http://localhost:<port>.
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
-    /// bcrypt cost of new password hashes (4 to 31; tests use 4 for speed).
+    /// Cost of new bcrypt password hashes, 4 to 31 (tests use 4 for speed).
     #[arg(long, env = "CHAT_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
     /// Mark the session cookie Secure (set it when clients reach the node over TLS).
@@ -88,10 +88,10 @@ pub struct Config {
     /// How often a node renews its presence keys.
     #[arg(long, env = "CHAT_PRESENCE_HEARTBEAT_MS", default_value_t = 5000)]
     pub presence_heartbeat_ms: u64,
-    /// A node whose heartbeat is older than this is dead, and its users go offline.
+    /// A node whose heartbeat is older than this is dead and its users go offline.
     #[arg(long, env = "CHAT_PRESENCE_DEAD_AFTER_MS", default_value_t = 15000)]
     pub presence_dead_after_ms: u64,
-    /// HTTP worker threads [default: number of cores]
+    /// HTTP worker threads; defaults to the number of cores.
     #[arg(long, env = "CHAT_WORKERS")]
     pub workers: Option<usize>,
     /// Most messages the writer commits in one transaction
