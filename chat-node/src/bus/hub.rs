@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, Channels};
-use super::interest::Interest;
+use super::interest::{self, Demand, Interest, SubChange};
 use crate::metrics::Metrics;
 use crate::redis_store::Keys;
 
@@ -52,7 +52,25 @@ pub(super) struct Registry {
     pub(super) interest: Interest,
 }
 
+impl Demand for Registry {
+    fn has_user(&self, user_id: i64) -> bool {
+        self.by_user.contains_key(&user_id)
+    }
+
+    fn is_watched(&self, username: &str) -> bool {
+        self.watchers.contains_key(username)
+    }
+
+    fn follows_everyone(&self) -> bool {
+        !self.everyone.is_empty()
+    }
+}
+
 impl Registry {
+    pub(super) fn everyone_toggled(&mut self) {
+        self.interest.everyone_toggled(self.watchers.keys());
+    }
+
     pub(super) fn send(&self, id: ConnId, out: Outbound) -> bool {
         match self.conns.get(&id) {
             Some(conn) => conn.tx.try_send(out).is_ok(),
@@ -276,6 +294,26 @@ impl Hub {
             .filter_map(|ids| ids.iter().next())
             .filter_map(|id| reg.conns.get(id).map(|c| c.username.clone()))
             .collect()
+    }
+
+    /// The subscription changes since the last call.
+    pub(super) fn take_changes(&self) -> Vec<SubChange> {
+        let mut reg = self.registry();
+        let dirty = reg.interest.take();
+        interest::changes(dirty, &*reg, self.channels())
+    }
+
+    /// Everything to subscribe to on a fresh subscriber connection.
+    pub(super) fn all_wanted(&self) -> Vec<SubChange> {
+        let mut reg = self.registry();
+        reg.interest.clear();
+        let candidates: Vec<Channel> = reg
+            .by_user
+            .keys()
+            .map(|id| Channel::User(*id))
+            .chain(reg.watchers.keys().map(|n| Channel::Presence(n.clone())))
+            .collect();
+        interest::all_wanted(candidates, &*reg, self.channels())
     }
 
     /// Asks every socket to close, e.g. when deliveries may have been missed.

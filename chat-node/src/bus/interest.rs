@@ -4,19 +4,21 @@
 
 use std::collections::HashSet;
 
-use super::channel::Channel;
-use super::hub::{Hub, Registry};
+use super::channel::{Channel, Channels};
+
+/// What the local sockets need, as the registry knows it.
+pub(super) trait Demand {
+    fn has_user(&self, user_id: i64) -> bool;
+    /// Some socket watches this user's presence by name.
+    fn is_watched(&self, username: &str) -> bool;
+    /// Some socket follows every presence change.
+    fn follows_everyone(&self) -> bool;
+}
 
 /// Channels whose wanted state may have changed since the subscriber last looked.
 #[derive(Default)]
 pub(super) struct Interest {
     dirty: HashSet<Channel>,
-}
-
-impl Interest {
-    pub(super) fn mark(&mut self, channel: Channel) {
-        self.dirty.insert(channel);
-    }
 }
 
 /// One subscription to add or drop.
@@ -27,73 +29,128 @@ pub(super) struct SubChange {
     pub(super) wanted: bool,
 }
 
-impl Registry {
-    fn wanted(&self, channel: &Channel) -> bool {
-        match channel {
-            Channel::User(id) => self.by_user.contains_key(id),
-            // The pattern covers every presence channel while it is on; an exact
-            // subscription beside it would deliver each change twice.
-            Channel::Presence(name) => self.everyone.is_empty() && self.watchers.contains_key(name),
-            Channel::AllPresence => !self.everyone.is_empty(),
-            Channel::Directory => true,
-        }
+fn wanted(channel: &Channel, demand: &impl Demand) -> bool {
+    match channel {
+        Channel::User(id) => demand.has_user(*id),
+        // The pattern covers every presence channel while it is on; an exact
+        // subscription beside it would deliver each change twice.
+        Channel::Presence(name) => !demand.follows_everyone() && demand.is_watched(name),
+        Channel::AllPresence => demand.follows_everyone(),
+        Channel::Directory => true,
+    }
+}
+
+fn change(channels: &Channels, channel: &Channel, wanted: bool) -> SubChange {
+    SubChange {
+        channel: channels.name(channel),
+        pattern: channel.is_pattern(),
+        wanted,
+    }
+}
+
+impl Interest {
+    pub(super) fn mark(&mut self, channel: Channel) {
+        self.dirty.insert(channel);
     }
 
     /// The pattern subscription turns on or off: every exact presence subscription
     /// flips the other way.
-    pub(super) fn everyone_toggled(&mut self) {
-        let names: Vec<Channel> = self
-            .watchers
-            .keys()
-            .map(|n| Channel::Presence(n.clone()))
-            .collect();
-        self.interest.dirty.extend(names);
-        self.interest.mark(Channel::AllPresence);
+    pub(super) fn everyone_toggled<'a>(&mut self, watched: impl Iterator<Item = &'a String>) {
+        self.dirty
+            .extend(watched.map(|name| Channel::Presence(name.clone())));
+        self.mark(Channel::AllPresence);
+    }
+
+    /// Takes what changed since the last call.
+    pub(super) fn take(&mut self) -> Vec<Channel> {
+        self.dirty.drain().collect()
+    }
+
+    /// Forgets pending changes: a fresh connection subscribes to everything anyway.
+    pub(super) fn clear(&mut self) {
+        self.dirty.clear();
     }
 }
 
-impl Hub {
-    /// What changed since the last call.
-    pub(super) fn take_changes(&self) -> Vec<SubChange> {
-        let mut reg = self.registry();
-        let dirty: Vec<Channel> = reg.interest.dirty.drain().collect();
-        dirty
-            .into_iter()
-            .map(|channel| {
-                let wanted = reg.wanted(&channel);
-                self.change(&channel, wanted)
-            })
-            .collect()
-    }
+/// The subscription commands for channels that may have changed.
+pub(super) fn changes(
+    dirty: Vec<Channel>,
+    demand: &impl Demand,
+    channels: &Channels,
+) -> Vec<SubChange> {
+    dirty
+        .into_iter()
+        .map(|channel| {
+            let wanted = wanted(&channel, demand);
+            change(channels, &channel, wanted)
+        })
+        .collect()
+}
 
-    /// Everything to subscribe to on a fresh subscriber connection.
-    pub(super) fn all_wanted(&self) -> Vec<SubChange> {
-        let mut reg = self.registry();
-        reg.interest.dirty.clear();
-        let users = reg.by_user.keys().map(|id| Channel::User(*id));
-        let presence = reg.watchers.keys().map(|n| Channel::Presence(n.clone()));
-        let all: Vec<Channel> = users
-            .chain(presence)
-            .chain([Channel::AllPresence, Channel::Directory])
-            .collect();
-        all.into_iter()
-            .filter(|channel| reg.wanted(channel))
-            .map(|channel| self.change(&channel, true))
-            .collect()
-    }
-
-    fn change(&self, channel: &Channel, wanted: bool) -> SubChange {
-        SubChange {
-            channel: self.channels().name(channel),
-            pattern: channel.is_pattern(),
-            wanted,
-        }
-    }
+/// Everything to subscribe to on a fresh subscriber connection, among `candidates` plus
+/// the node-wide channels.
+pub(super) fn all_wanted(
+    candidates: Vec<Channel>,
+    demand: &impl Demand,
+    channels: &Channels,
+) -> Vec<SubChange> {
+    candidates
+        .into_iter()
+        .chain([Channel::AllPresence, Channel::Directory])
+        .filter(|channel| wanted(channel, demand))
+        .map(|channel| change(channels, &channel, true))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::hub::tests::{dirty, hub, socket};
+    use super::*;
+
+    struct Fixed {
+        users: Vec<i64>,
+        watched: Vec<&'static str>,
+        everyone: bool,
+    }
+
+    impl Demand for Fixed {
+        fn has_user(&self, user_id: i64) -> bool {
+            self.users.contains(&user_id)
+        }
+        fn is_watched(&self, username: &str) -> bool {
+            self.watched.contains(&username)
+        }
+        fn follows_everyone(&self) -> bool {
+            self.everyone
+        }
+    }
+
+    #[test]
+    fn exact_presence_subscriptions_give_way_to_the_pattern() {
+        let channels = Channels::new("t");
+        let mut demand = Fixed {
+            users: vec![1],
+            watched: vec!["cat"],
+            everyone: false,
+        };
+        let dirty = vec![
+            Channel::User(1),
+            Channel::User(2),
+            Channel::Presence("cat".into()),
+            Channel::AllPresence,
+        ];
+        let wanted: Vec<bool> = changes(dirty.clone(), &demand, &channels)
+            .iter()
+            .map(|c| c.wanted)
+            .collect();
+        assert_eq!(wanted, [true, false, true, false]);
+        demand.everyone = true;
+        let wanted: Vec<bool> = changes(dirty, &demand, &channels)
+            .iter()
+            .map(|c| c.wanted)
+            .collect();
+        assert_eq!(wanted, [true, false, false, true]);
+    }
 
     #[test]
     fn sockets_listing_everyone_share_one_pattern_subscription() {
