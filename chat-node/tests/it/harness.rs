@@ -27,7 +27,7 @@ pub fn random(n: usize) -> String {
         .to_lowercase()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -51,8 +51,13 @@ impl Node {
     }
 }
 
+/// The shared MariaDB every test uses unless it brings its own.
+pub const SHARED_DB_BASE: &str = "mysql://root@127.0.0.1:3306";
+
 pub struct Cluster {
     pub db: String,
+    /// `mysql://user@host:port`, without a database name.
+    db_base: String,
     pub prefix: String,
     session_key: String,
     pub nodes: Vec<Node>,
@@ -66,9 +71,15 @@ impl Cluster {
 
     /// `env` is extra environment for every node.
     pub async fn start_with(n: usize, env: &[(&str, &str)]) -> Self {
+        Self::start_on(n, env, SHARED_DB_BASE).await
+    }
+
+    /// Like `start_with`, on the MariaDB server at `db_base` (`mysql://root@host:port`).
+    pub async fn start_on(n: usize, env: &[(&str, &str)], db_base: &str) -> Self {
         let tag = random(10);
         let mut cluster = Self {
             db: format!("chat_test_{tag}"),
+            db_base: db_base.trim_end_matches('/').to_owned(),
             prefix: format!("test_{tag}"),
             session_key: random(64),
             nodes: Vec::new(),
@@ -91,7 +102,7 @@ impl Cluster {
     }
 
     pub fn database_url(&self) -> String {
-        format!("mysql://root@127.0.0.1:3306/{}", self.db)
+        format!("{}/{}", self.db_base, self.db)
     }
 
     pub fn url(&self, i: usize) -> String {
@@ -254,9 +265,14 @@ impl Drop for Cluster {
                 let _ = std::fs::remove_file(log);
             }
         }
+        let (host, port) = host_port(&self.db_base);
         let _ = Command::new("mariadb")
-            .args(["-uroot", "-h127.0.0.1", "-e"])
+            .args(["-uroot", "--connect-timeout=2"])
+            .arg(format!("-h{host}"))
+            .arg(format!("-P{port}"))
+            .arg("-e")
             .arg(format!("DROP DATABASE IF EXISTS `{}`", self.db))
+            .stderr(Stdio::null())
             .status();
         let _ = Command::new("sh")
             .arg("-c")
@@ -265,6 +281,16 @@ impl Drop for Cluster {
                 self.prefix
             ))
             .status();
+    }
+}
+
+/// Host and port of `mysql://user@host:port`.
+fn host_port(base: &str) -> (String, String) {
+    let server = base.rsplit('@').next().unwrap_or(base);
+    let server = server.trim_start_matches("mysql://");
+    match server.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.to_owned()),
+        None => (server.to_owned(), "3306".to_owned()),
     }
 }
 
@@ -387,6 +413,67 @@ impl User {
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The next JSON frame of `stream` within `wait`; `Value::Null` once closed, with the
+/// close code in `closed`.
+async fn next_json<S>(
+    stream: &mut S,
+    closed: &mut Option<CloseCode>,
+    wait: Duration,
+) -> Option<Value>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .ok()?;
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                return Some(serde_json::from_str(t.as_str()).expect("frames are JSON"))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                *closed = frame.map(|f| f.code);
+                return Some(Value::Null);
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Some(Value::Null),
+        }
+    }
+}
+
+/// The sending half of a split [`Ws`].
+pub struct WsSender {
+    sink: futures_util::stream::SplitSink<Stream, Message>,
+}
+
+impl WsSender {
+    /// False once the socket is gone.
+    pub async fn send(&mut self, frame: Value) -> bool {
+        self.sink
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_ok()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.sink.close().await;
+    }
+}
+
+/// The reading half of a split [`Ws`].
+pub struct WsReader {
+    stream: futures_util::stream::SplitStream<Stream>,
+    pub closed: Option<CloseCode>,
+}
+
+impl WsReader {
+    /// The next JSON frame; `Value::Null` once closed.
+    pub async fn try_next(&mut self, wait: Duration) -> Option<Value> {
+        next_json(&mut self.stream, &mut self.closed, wait).await
+    }
+}
+
 pub struct Ws {
     stream: Stream,
     /// The `updateUsers` frame the connection opened with.
@@ -417,23 +504,19 @@ impl Ws {
 
     /// The next JSON frame; `Value::Null` once closed.
     pub async fn try_next(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()?;
-            match msg {
-                Some(Ok(Message::Text(t))) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("frames are JSON"))
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    self.closed = frame.map(|f| f.code);
-                    return Some(Value::Null);
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Some(Value::Null),
-            }
-        }
+        next_json(&mut self.stream, &mut self.closed, wait).await
+    }
+
+    /// A sending half and a reading half, for a test that sends while it reads.
+    pub fn split(self) -> (WsSender, WsReader) {
+        let (sink, stream) = self.stream.split();
+        (
+            WsSender { sink },
+            WsReader {
+                stream,
+                closed: self.closed,
+            },
+        )
     }
 
     pub async fn next(&mut self) -> Value {

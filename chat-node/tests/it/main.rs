@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod mariadb;
 
 mod bad_frames;
 mod chat;
@@ -14,4 +15,6 @@ mod http_api;
 mod lb;
 mod metrics;
 mod migrations;
+mod mysql_outage;
 mod presence;
+mod writer;
