@@ -1,0 +1,20 @@
+// @ts-check
+// Which action each thing the user does starts. render.js attaches the listeners, as the
+// only module that touches the page; this is the one place to read what the UI can do.
+
+import * as render from "./render.js";
+import * as socket from "./socket.js";
+import { submitAuth, logout } from "./session.js";
+import { openConversation, loadOlder, composerInput, sendMessage } from "./chat.js";
+
+export function wireInput() {
+  render.onLogin(() => submitAuth("login"));
+  render.onRegister(() => submitAuth("register"));
+  render.onLogout(logout);
+  render.onSend(sendMessage);
+  render.onComposerInput(composerInput);
+  render.onWantOlder(loadOlder);
+  render.onPickUser(openConversation);
+  render.onBackOnline(socket.reconnectNow);
+  render.onPageShown(socket.resume);
+}

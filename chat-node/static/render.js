@@ -1,0 +1,602 @@
+// @ts-check
+// The page: the only module that touches the DOM, so the others can change state and send
+// frames without knowing the markup. It reads state.js and never changes it; the `on…`
+// functions attach listeners and hand each user intent to the action input.js names.
+//
+// All user-provided text goes into the DOM through textContent, never innerHTML.
+
+import { state, conversation } from "./state.js";
+
+/** @typedef {import('./protocol.js').Message} Message */
+/** @typedef {import('./protocol.js').Credentials} Credentials */
+/** @typedef {import('./state.js').User} User */
+
+/**
+ * A pending message has no id yet and shows the time it was written.
+ * @typedef {Omit<Message, "id" | "channel" | "from"> & { id: number | null, from: string | null }} ShownMessage
+ */
+
+/**
+ * @typedef {object} Row
+ * @property {string} key own messages by clientId, so the acknowledgement replaces the pending row in place
+ * @property {ShownMessage} message
+ * @property {boolean} pending
+ * @property {string | null} [failed]
+ */
+
+/**
+ * The first visible message and its offset, or the scroll height when no message is visible.
+ * @typedef {{ node: Element, offset: number, height?: undefined, scrollTop?: undefined }
+ *   | { node: null, offset?: undefined, height: number, scrollTop: number }} ScrollAnchor
+ */
+
+const LOAD_OLDER_THRESHOLD_PX = 40;
+
+/**
+ * @template {HTMLElement} [T=HTMLElement]
+ * @param {string} id
+ * @returns {T}
+ */
+const $ = (id) => /** @type {T} */ (document.getElementById(id));
+
+const el = {
+  app: $("app"),
+  boot: $("boot"),
+  authView: $("auth-view"),
+  /** @type {HTMLFormElement} */
+  authForm: $("auth-form"),
+  /** @type {HTMLInputElement} */
+  username: $("username"),
+  /** @type {HTMLInputElement} */
+  password: $("password"),
+  usernameError: $("username-error"),
+  passwordError: $("password-error"),
+  formError: $("form-error"),
+  /** @type {HTMLButtonElement} */
+  loginButton: $("login-button"),
+  /** @type {HTMLButtonElement} */
+  registerButton: $("register-button"),
+  session: $("session"),
+  me: $("me"),
+  /** @type {HTMLButtonElement} */
+  logoutButton: $("logout-button"),
+  connectionStatus: $("connection-status"),
+  chatView: $("chat-view"),
+  userList: $("user-list"),
+  userListEmpty: $("user-list-empty"),
+  conversationTitle: $("conversation-title"),
+  conversationPresence: $("conversation-presence"),
+  scroller: $("messages-scroller"),
+  /** @type {HTMLButtonElement} */
+  loadOlder: $("load-older"),
+  historyStatus: $("history-status"),
+  messages: $("messages"),
+  emptyConversation: $("empty-conversation"),
+  typingIndicator: $("typing-indicator"),
+  /** @type {HTMLFormElement} */
+  composer: $("composer"),
+  /** @type {HTMLTextAreaElement} */
+  input: $("message-input"),
+  /** @type {HTMLButtonElement} */
+  sendButton: $("send-button"),
+  toast: $("toast"),
+  announcer: $("announcer"),
+};
+
+/**
+ * @param {string} tag
+ * @param {Record<string, string>} [props]
+ * @param {(Node | string)[]} [children]
+ */
+function h(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "className") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+});
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
+
+/** @param {string} iso */
+function formatTime(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  return (sameDay ? timeFormat : dateTimeFormat).format(date);
+}
+
+// ---------------------------------------------------------------------------
+// Notices
+
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let toastTimer;
+
+/** @param {string} text */
+export function showToast(text) {
+  el.toast.textContent = text;
+  el.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.toast.hidden = true; }, 4000);
+}
+
+/** @param {string} text */
+export function announce(text) {
+  // Re-setting the same text would not be announced again; clear first.
+  el.announcer.textContent = "";
+  requestAnimationFrame(() => { el.announcer.textContent = text; });
+}
+
+export function pageVisible() {
+  return document.visibilityState !== "hidden";
+}
+
+/** @param {string | null} text null when connected */
+export function setConnectionStatus(text) {
+  el.connectionStatus.textContent = text ?? "";
+  el.connectionStatus.hidden = !text;
+  document.body.classList.toggle("offline", Boolean(text));
+}
+
+// ---------------------------------------------------------------------------
+// Views and the login form
+
+/** @param {"auth" | "chat"} view */
+function show(view) {
+  el.boot.hidden = true;
+  el.app.setAttribute("aria-busy", "false");
+  el.authView.hidden = view !== "auth";
+  el.chatView.hidden = view !== "chat";
+  el.session.hidden = view !== "chat";
+}
+
+export function showAuth() {
+  show("auth");
+  el.username.focus();
+}
+
+/** @param {string} username */
+export function showChat(username) {
+  el.me.textContent = username;
+  show("chat");
+}
+
+export function focusFirstUser() {
+  el.userList.querySelector("button")?.focus();
+}
+
+/** Empties the chat view after logout. */
+export function resetChat() {
+  el.userList.replaceChildren();
+  el.messages.replaceChildren();
+  el.chatView.classList.remove("has-conversation");
+  el.input.value = "";
+  el.input.disabled = true;
+  el.sendButton.disabled = true;
+  renderConversationHeader();
+  document.title = "Chat";
+}
+
+/** @returns {Credentials} */
+export function readCredentials() {
+  return { username: el.username.value.trim(), password: el.password.value };
+}
+
+export function clearPassword() {
+  el.password.value = "";
+}
+
+export function clearAuthErrors() {
+  for (const node of [el.usernameError, el.passwordError, el.formError]) node.textContent = "";
+  el.username.removeAttribute("aria-invalid");
+  el.password.removeAttribute("aria-invalid");
+}
+
+/**
+ * Puts an error of the node next to the field it is about.
+ * @param {{ code?: string, message?: string } | undefined} error
+ * @param {string} fallback
+ */
+export function showAuthError(error, fallback) {
+  const code = error?.code ?? "";
+  const message = error?.message || fallback;
+  if (code === "invalid_username" || code === "username_taken") {
+    el.usernameError.textContent = message;
+    el.username.setAttribute("aria-invalid", "true");
+    el.username.focus();
+  } else if (code === "invalid_password") {
+    el.passwordError.textContent = message;
+    el.password.setAttribute("aria-invalid", "true");
+    el.password.focus();
+  } else {
+    el.formError.textContent = message;
+  }
+}
+
+/** @param {string} text */
+export function showFormError(text) {
+  el.formError.textContent = text;
+}
+
+/** @param {boolean} busy */
+export function setAuthBusy(busy) {
+  el.loginButton.disabled = busy;
+  el.registerButton.disabled = busy;
+  el.authForm.setAttribute("aria-busy", String(busy));
+}
+
+/** @param {boolean} busy */
+export function setLogoutBusy(busy) {
+  el.logoutButton.disabled = busy;
+}
+
+// ---------------------------------------------------------------------------
+// People
+
+/** @param {string} name */
+function avatarColor(name) {
+  let hash = 0;
+  for (const ch of name) hash = (hash * 31 + /** @type {number} */ (ch.codePointAt(0))) >>> 0;
+  return `hsl(${hash % 360} 55% 45%)`;
+}
+
+export function renderUsers() {
+  const users = [...state.users.values()].sort((a, b) =>
+    a.username.localeCompare(b.username, undefined, { sensitivity: "base" }));
+  /** @type {Map<string | undefined, HTMLElement>} */
+  const existing = new Map();
+  for (const item of /** @type {HTMLCollectionOf<HTMLElement>} */ (el.userList.children)) {
+    existing.set(item.dataset.username, item);
+  }
+
+  users.forEach((user, index) => {
+    let item = existing.get(user.username);
+    existing.delete(user.username);
+    if (!item) item = createUserItem(user.username);
+    updateUserItem(item, user);
+    if (el.userList.children[index] !== item) el.userList.insertBefore(item, el.userList.children[index] ?? null);
+  });
+  for (const stale of existing.values()) stale.remove();
+  el.userListEmpty.hidden = users.length > 0;
+
+  const unread = users.reduce((sum, user) => sum + user.unread, 0);
+  document.title = unread > 0 ? `(${unread}) Chat` : "Chat";
+}
+
+/** @param {string} username */
+function createUserItem(username) {
+  const avatar = h("span", { className: "avatar", "aria-hidden": "true", text: username.slice(0, 1).toUpperCase() });
+  avatar.style.background = avatarColor(username);
+  const dot = h("span", { className: "presence-dot", "data-testid": "presence-dot" });
+  const name = h("span", { className: "user-name", text: username });
+  const status = h("span", { className: "user-status" });
+  const badge = h("span", { className: "unread-badge", "data-testid": "unread-badge" });
+  const button = h("button", { type: "button", className: "user-button", "data-testid": "user" },
+    [h("span", { className: "avatar-wrap" }, [avatar, dot]), h("span", { className: "user-text" }, [name, status]), badge]);
+  button.dataset.username = username;
+  button.addEventListener("click", () => pickUser(username));
+  const item = h("li", { className: "user-item" }, [button]);
+  item.dataset.username = username;
+  return item;
+}
+
+/**
+ * @param {HTMLElement} item
+ * @param {User} user
+ */
+function updateUserItem(item, user) {
+  const button = /** @type {HTMLElement} */ (item.firstElementChild);
+  const online = user.online ? "true" : "false";
+  if (button.dataset.online !== online) button.dataset.online = online;
+  button.classList.toggle("active", user.username === state.openPeer);
+  if (user.username === state.openPeer) button.setAttribute("aria-current", "true");
+  else button.removeAttribute("aria-current");
+  /** @type {HTMLElement} */ (button.querySelector(".user-status")).textContent = user.online ? "online" : "offline";
+  const badge = /** @type {HTMLElement} */ (button.querySelector(".unread-badge"));
+  badge.textContent = user.unread > 0 ? String(user.unread) : "";
+  badge.hidden = user.unread === 0;
+  const parts = [user.username, user.online ? "online" : "offline"];
+  if (user.unread > 0) parts.push(`${user.unread} unread`);
+  button.setAttribute("aria-label", parts.join(", "));
+}
+
+// ---------------------------------------------------------------------------
+// The open conversation
+
+/**
+ * Opens an empty conversation view; its messages follow with the history.
+ * @param {string} peer
+ */
+export function showConversation(peer) {
+  el.messages.replaceChildren();
+  el.chatView.classList.add("has-conversation");
+  el.input.disabled = false;
+  el.sendButton.disabled = false;
+  el.input.placeholder = `Message ${peer}`;
+}
+
+export function renderConversationHeader() {
+  const peer = state.openPeer;
+  if (!peer) {
+    el.conversationTitle.textContent = "Pick someone to chat with";
+    el.conversationPresence.textContent = "";
+    return;
+  }
+  el.conversationTitle.textContent = peer;
+  const online = state.users.get(peer)?.online;
+  el.conversationPresence.textContent = online ? "online" : "offline";
+  el.conversationPresence.dataset.online = online ? "true" : "false";
+}
+
+/** @param {ShownMessage} message */
+function messageKey(message) {
+  return message.from === state.me && message.clientId != null ? `c:${message.clientId}` : `i:${message.id}`;
+}
+
+/**
+ * @param {object} options
+ * @param {boolean} [options.stickToBottom] scroll to the newest message if the reader was near it
+ * @param {boolean} [options.forceBottom] scroll to the newest message
+ */
+export function renderMessages({ stickToBottom = false, forceBottom = false }) {
+  const peer = state.openPeer;
+  if (!peer) {
+    el.messages.replaceChildren();
+    el.emptyConversation.hidden = true;
+    return;
+  }
+  const conv = conversation(peer);
+  const nearBottom = el.scroller.scrollHeight - el.scroller.scrollTop - el.scroller.clientHeight < 80;
+
+  /** @type {Row[]} */
+  const rows = [];
+  if (conv.loaded) {
+    for (const message of conv.messages) rows.push({ key: messageKey(message), message, pending: false });
+  }
+  for (const item of state.outbox) {
+    if (item.peer !== peer) continue;
+    rows.push({
+      key: `c:${item.clientId}`,
+      message: { id: null, from: state.me, to: peer, text: item.text, sentAt: item.createdAt, clientId: item.clientId },
+      pending: true,
+      failed: item.failed,
+    });
+  }
+
+  /** @type {Map<string | undefined, HTMLElement>} */
+  const existing = new Map();
+  for (const node of /** @type {HTMLCollectionOf<HTMLElement>} */ (el.messages.children)) {
+    existing.set(node.dataset.key, node);
+  }
+  rows.forEach((row, index) => {
+    let node = existing.get(row.key);
+    existing.delete(row.key);
+    if (!node) node = createMessageItem(row);
+    updateMessageItem(node, row);
+    if (el.messages.children[index] !== node) el.messages.insertBefore(node, el.messages.children[index] ?? null);
+  });
+  for (const stale of existing.values()) stale.remove();
+
+  el.emptyConversation.hidden = !conv.loaded || rows.length > 0;
+  if (forceBottom || (stickToBottom && nearBottom)) scrollToBottom();
+}
+
+/** @param {Row} row */
+function createMessageItem(row) {
+  const own = row.message.from === state.me;
+  const text = h("p", { className: "message-text", "data-testid": "message-text" });
+  const time = h("time", { className: "message-time" });
+  const status = h("span", { className: "message-status" });
+  const meta = h("span", { className: "message-meta" }, [time, status]);
+  const item = h("li", { className: `message ${own ? "own" : "theirs"}`, "data-testid": "message" },
+    [h("div", { className: "bubble" }, [text, meta])]);
+  item.dataset.key = row.key;
+  item.dataset.own = own ? "true" : "false";
+  text.textContent = row.message.text; // never innerHTML
+  return item;
+}
+
+/**
+ * @param {HTMLElement} node
+ * @param {Row} row
+ */
+function updateMessageItem(node, row) {
+  const { message } = row;
+  if (message.id != null) node.dataset.id = String(message.id);
+  else delete node.dataset.id;
+  if (message.clientId != null) node.dataset.clientId = message.clientId;
+  node.classList.toggle("pending", row.pending && !row.failed);
+  node.classList.toggle("failed", Boolean(row.failed));
+  const time = /** @type {HTMLTimeElement} */ (node.querySelector(".message-time"));
+  if (time.dateTime !== message.sentAt) {
+    time.dateTime = message.sentAt;
+    time.textContent = formatTime(message.sentAt);
+    const date = new Date(message.sentAt);
+    time.title = Number.isNaN(date.getTime()) ? "" : fullFormat.format(date);
+  }
+  const status = /** @type {HTMLElement} */ (node.querySelector(".message-status"));
+  const statusText = row.failed ? `Not sent: ${row.failed}` : row.pending ? "sending…" : "";
+  if (status.textContent !== statusText) status.textContent = statusText;
+  const label = `${message.from === state.me ? "You" : message.from}, ${formatTime(message.sentAt)}`;
+  if (node.getAttribute("aria-label") !== label) node.setAttribute("aria-label", label);
+}
+
+function scrollToBottom() {
+  el.scroller.scrollTop = el.scroller.scrollHeight;
+}
+
+/**
+ * Remembers the first visible message and its offset so that prepending older messages
+ * does not move what the reader is looking at.
+ * @returns {ScrollAnchor}
+ */
+export function captureScrollAnchor() {
+  const top = el.scroller.getBoundingClientRect().top;
+  for (const node of el.messages.children) {
+    const rect = node.getBoundingClientRect();
+    if (rect.bottom > top) return { node, offset: rect.top - top };
+  }
+  return { node: null, height: el.scroller.scrollHeight, scrollTop: el.scroller.scrollTop };
+}
+
+/** @param {ScrollAnchor} anchor */
+export function restoreScrollAnchor(anchor) {
+  if (anchor.node && anchor.node.isConnected) {
+    const top = el.scroller.getBoundingClientRect().top;
+    const now = anchor.node.getBoundingClientRect().top - top;
+    el.scroller.scrollTop += now - anchor.offset;
+  } else if (anchor.height != null) {
+    el.scroller.scrollTop = anchor.scrollTop + (el.scroller.scrollHeight - anchor.height);
+  }
+}
+
+/** @param {boolean} connected older pages can only be asked for while connected */
+export function renderHistoryControls(connected) {
+  const conv = state.openPeer ? conversation(state.openPeer) : null;
+  const loadingOlder = conv?.historyQueue.includes("older");
+  el.loadOlder.hidden = !conv || !conv.loaded || !conv.hasMore;
+  el.loadOlder.disabled = Boolean(loadingOlder) || !connected;
+  el.loadOlder.textContent = loadingOlder ? "Loading…" : "Load older messages";
+  let status = "";
+  if (conv && !conv.loaded) status = "Loading…";
+  else if (conv && !conv.hasMore && conv.messages.length > 0) status = "Beginning of the conversation";
+  el.historyStatus.textContent = status;
+}
+
+export function renderTyping() {
+  const peer = state.openPeer;
+  if (peer && state.typingFrom.has(peer)) {
+    el.typingIndicator.textContent = `${peer} is typing…`;
+    el.typingIndicator.classList.add("visible");
+  } else {
+    el.typingIndicator.textContent = "";
+    el.typingIndicator.classList.remove("visible");
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The composer
+
+export function composerText() {
+  return el.input.value;
+}
+
+export function clearComposer() {
+  el.input.value = "";
+  autoGrow();
+}
+
+export function focusComposer() {
+  el.input.focus();
+}
+
+export function autoGrow() {
+  el.input.style.height = "auto";
+  el.input.style.height = `${Math.min(el.input.scrollHeight, 160)}px`;
+}
+
+// ---------------------------------------------------------------------------
+// Listeners: each hands one user intent to its action
+
+/** @type {(username: string) => void} */
+let pickUser = () => {};
+
+/**
+ * A click (or Enter) on someone in the people list. Items come and go with the list, so
+ * the handler is kept here for the items created later.
+ * @param {(username: string) => void} handler
+ */
+export function onPickUser(handler) {
+  pickUser = handler;
+}
+
+/** @param {() => void} handler */
+export function onLogin(handler) {
+  el.authForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    handler();
+  });
+}
+
+/** @param {() => void} handler */
+export function onRegister(handler) {
+  el.registerButton.addEventListener("click", handler);
+}
+
+/** @param {() => void} handler */
+export function onLogout(handler) {
+  el.logoutButton.addEventListener("click", handler);
+}
+
+/**
+ * The send button, or Enter without Shift (Shift+Enter makes a new line; Enter that ends
+ * an IME composition must not send).
+ * @param {() => void} handler
+ */
+export function onSend(handler) {
+  el.composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    handler();
+  });
+  el.input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      handler();
+    }
+  });
+}
+
+/** @param {() => void} handler */
+export function onComposerInput(handler) {
+  el.input.addEventListener("input", handler);
+}
+
+/**
+ * Scrolling or wheeling up near the top of the messages, or the "Load older" button.
+ * The scroll listener also notes whether the reader is at the bottom, to keep the newest
+ * message in view when the list is resized.
+ * @param {() => void} handler
+ */
+export function onWantOlder(handler) {
+  // Only a move upwards near the top pages back; landing near the top because the
+  // first page barely overflows (we scroll to the bottom after it) must not.
+  let lastScrollTop = 0;
+  let pinnedToBottom = true;
+  el.scroller.addEventListener("scroll", () => {
+    const top = el.scroller.scrollTop;
+    if (top < LOAD_OLDER_THRESHOLD_PX && top <= lastScrollTop) handler();
+    lastScrollTop = top;
+    pinnedToBottom = el.scroller.scrollHeight - top - el.scroller.clientHeight < 80;
+  }, { passive: true });
+  // Rotating a phone or opening its keyboard resizes the list: keep the newest in view.
+  if (typeof ResizeObserver === "function") {
+    new ResizeObserver(() => {
+      if (pinnedToBottom) scrollToBottom();
+    }).observe(el.scroller);
+  }
+  // When the page is not yet scrollable, a wheel or swipe upward still asks for more.
+  el.scroller.addEventListener("wheel", (event) => {
+    if (event.deltaY < 0 && el.scroller.scrollTop < LOAD_OLDER_THRESHOLD_PX) handler();
+  }, { passive: true });
+  el.loadOlder.addEventListener("click", handler);
+}
+
+/** @param {() => void} handler */
+export function onBackOnline(handler) {
+  window.addEventListener("online", handler);
+}
+
+/** @param {() => void} handler */
+export function onPageShown(handler) {
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") handler();
+  });
+}
