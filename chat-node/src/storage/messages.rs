@@ -83,16 +83,18 @@ impl Db {
     /// The conversation of two distinct users, created on first use.
     pub async fn channel_between(&self, a: i64, b: i64) -> Result<i64, StoreError> {
         let (low, high) = if a < b { (a, b) } else { (b, a) };
-        let mut conn = self.conn().await?;
-        diesel::insert_or_ignore_into(channels::table)
-            .values((channels::user_low.eq(low), channels::user_high.eq(high)))
-            .execute(&mut conn)
-            .await?;
-        Ok(channels::table
-            .filter(channels::user_low.eq(low).and(channels::user_high.eq(high)))
-            .select(channels::id)
-            .first(&mut conn)
-            .await?)
+        self.run(async |conn| {
+            diesel::insert_or_ignore_into(channels::table)
+                .values((channels::user_low.eq(low), channels::user_high.eq(high)))
+                .execute(conn)
+                .await?;
+            channels::table
+                .filter(channels::user_low.eq(low).and(channels::user_high.eq(high)))
+                .select(channels::id)
+                .first(conn)
+                .await
+        })
+        .await
     }
 
     /// The newest `limit` messages of the conversation older than `before`, oldest first,
@@ -105,20 +107,18 @@ impl Db {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
-        let mut conn = self.conn().await?;
         // Without the hint MariaDB may pick a `ref` scan of the whole channel and skip the
         // rows newer than `before`; the hint keeps it one range scan of LIMIT rows (see
         // docs/design.md).
-        let mut rows: Vec<MessageRow> = diesel::sql_query(
+        let query = diesel::sql_query(
             "SELECT id, channel_id, sender_id, client_id, body, sent_at \
              FROM messages FORCE INDEX (messages_channel_id_idx) \
              WHERE channel_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
         )
         .bind::<BigInt, _>(channel_id)
         .bind::<BigInt, _>(before.map_or(i64::MAX, i64::from))
-        .bind::<BigInt, _>(i64::from(limit) + 1)
-        .load(&mut conn)
-        .await?;
+        .bind::<BigInt, _>(i64::from(limit) + 1);
+        let mut rows: Vec<MessageRow> = self.run(async |conn| query.load(conn).await).await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         rows.reverse();
@@ -136,12 +136,11 @@ impl Db {
         after: MessageId,
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
-        let mut conn = self.conn().await?;
         let after = i64::from(after);
         let fetch = i64::from(limit) + 1;
         // Two range scans of at most `limit + 1` rows each (what the user sent, what they
         // received), merged: the cost never depends on the size of the user's history.
-        let mut rows: Vec<SyncRow> = diesel::sql_query(
+        let query = diesel::sql_query(
             "SELECT m.id, m.channel_id, s.username AS sender, r.username AS recipient, \
                     m.body, m.sent_at, m.client_id \
              FROM ((SELECT id FROM messages FORCE INDEX (messages_sender_id_idx) \
@@ -160,9 +159,8 @@ impl Db {
         .bind::<BigInt, _>(user_id)
         .bind::<BigInt, _>(after)
         .bind::<BigInt, _>(fetch)
-        .bind::<BigInt, _>(fetch)
-        .load(&mut conn)
-        .await?;
+        .bind::<BigInt, _>(fetch);
+        let mut rows: Vec<SyncRow> = self.run(async |conn| query.load(conn).await).await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let messages = rows

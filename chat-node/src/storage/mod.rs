@@ -15,6 +15,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
+use diesel::QueryResult;
 use diesel_async::AsyncMysqlConnection;
 
 pub use migrate::{ensure_database, run_migrations};
@@ -47,6 +48,26 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// Errors that say something about the statement, not about the connection it ran on.
+fn is_statement_error(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    match e {
+        Error::NotFound
+        | Error::DeserializationError(_)
+        | Error::SerializationError(_)
+        | Error::QueryBuilderError(_)
+        | Error::RollbackTransaction => true,
+        Error::DatabaseError(kind, _) => matches!(
+            kind,
+            Kind::UniqueViolation
+                | Kind::ForeignKeyViolation
+                | Kind::NotNullViolation
+                | Kind::CheckViolation
+        ),
+        _ => false,
+    }
+}
+
 /// A cloneable handle on the pool.
 #[derive(Clone)]
 pub struct Db {
@@ -75,18 +96,36 @@ impl Db {
         Ok(Self { pool, wait })
     }
 
-    pub async fn conn(&self) -> Result<Object<AsyncMysqlConnection>, StoreError> {
+    async fn conn(&self) -> Result<Object<AsyncMysqlConnection>, StoreError> {
         let started = Instant::now();
         let conn = self.pool.get().await;
         self.wait.observe(started.elapsed().as_secs_f64());
         Ok(conn?)
     }
 
+    /// Runs queries on a pooled connection. A connection whose query failed for any
+    /// reason but the statement itself (a dead socket after a MySQL restart, a timeout)
+    /// leaves the pool instead of going back to fail every later checkout; checkouts
+    /// never spend a `SELECT 1` on finding out.
+    pub async fn run<T>(
+        &self,
+        queries: impl AsyncFnOnce(&mut AsyncMysqlConnection) -> QueryResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        let result = queries(&mut conn).await;
+        if let Err(e) = &result {
+            if !is_statement_error(e) {
+                tracing::warn!(error = %e, "dropping a MySQL connection after an error");
+                drop(Object::take(conn));
+            }
+        }
+        Ok(result?)
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         use diesel_async::SimpleAsyncConnection;
-        let mut conn = self.conn().await?;
-        conn.batch_execute("SELECT 1").await?;
-        Ok(())
+        self.run(async |conn| conn.batch_execute("SELECT 1").await)
+            .await
     }
 
     pub fn status(&self) -> deadpool::Status {

@@ -32,55 +32,63 @@ pub enum CreateUserError {
 
 impl Db {
     pub async fn create_user(&self, username: &str, hash: &str) -> Result<User, CreateUserError> {
-        let mut conn = self.conn().await?;
-        let inserted = diesel::insert_into(users::table)
-            .values((users::username.eq(username), users::password_hash.eq(hash)))
-            .execute(&mut conn)
+        let created = self
+            .run(async |conn| {
+                diesel::insert_into(users::table)
+                    .values((users::username.eq(username), users::password_hash.eq(hash)))
+                    .execute(conn)
+                    .await?;
+                users::table
+                    .filter(users::username.eq(username))
+                    .select(User::as_select())
+                    .first(conn)
+                    .await
+            })
             .await;
-        match inserted {
-            Ok(_) => {}
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                return Err(CreateUserError::Taken)
-            }
-            Err(e) => return Err(StoreError::from(e).into()),
+        match created {
+            Err(StoreError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) => Err(CreateUserError::Taken),
+            other => Ok(other?),
         }
-        users::table
-            .filter(users::username.eq(username))
-            .select(User::as_select())
-            .first(&mut conn)
-            .await
-            .map_err(|e| StoreError::from(e).into())
     }
 
     /// Case-insensitive, through the column's collation.
     pub async fn user_with_hash(&self, username: &str) -> Result<Option<UserWithHash>, StoreError> {
-        let mut conn = self.conn().await?;
-        Ok(users::table
+        self.run(async |conn| {
+            users::table
             .filter(users::username.eq(username))
             .select(UserWithHash::as_select())
-            .first(&mut conn)
+            .first(conn)
             .await
-            .optional()?)
+            .optional()
+        })
+        .await
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let mut conn = self.conn().await?;
-        Ok(users::table
+        self.run(async |conn| {
+            users::table
             .filter(users::username.eq(username))
             .select(User::as_select())
-            .first(&mut conn)
+            .first(conn)
             .await
-            .optional()?)
+            .optional()
+        })
+        .await
     }
 
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        let mut conn = self.conn().await?;
-        Ok(users::table
+        self.run(async |conn| {
+            users::table
             .find(id)
             .select(User::as_select())
-            .first(&mut conn)
+            .first(conn)
             .await
-            .optional()?)
+            .optional()
+        })
+        .await
     }
 
     /// Usernames after `after` in directory order, at most `limit`.
@@ -89,7 +97,6 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn().await?;
         let mut query = users::table
             .select(users::username)
             .order(users::username.asc())
@@ -98,23 +105,27 @@ impl Db {
         if let Some(after) = after {
             query = query.filter(users::username.gt(after.to_owned()));
         }
-        Ok(query.load(&mut conn).await?)
+        self.run(async |conn| query.load(conn).await).await
     }
 
     /// Everyone this user has a conversation with.
     pub async fn peers(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn().await?;
-        let low: Vec<String> = channels::table
-            .inner_join(users::table.on(users::id.eq(channels::user_high)))
-            .filter(channels::user_low.eq(user_id))
-            .select(users::username)
-            .load(&mut conn)
-            .await?;
-        let high: Vec<String> = channels::table
-            .inner_join(users::table.on(users::id.eq(channels::user_low)))
-            .filter(channels::user_high.eq(user_id))
-            .select(users::username)
-            .load(&mut conn)
+        let (low, high): (Vec<String>, Vec<String>) = self
+            .run(async |conn| {
+                let low = channels::table
+                    .inner_join(users::table.on(users::id.eq(channels::user_high)))
+                    .filter(channels::user_low.eq(user_id))
+                    .select(users::username)
+                    .load(conn)
+                    .await?;
+                let high = channels::table
+                    .inner_join(users::table.on(users::id.eq(channels::user_low)))
+                    .filter(channels::user_high.eq(user_id))
+                    .select(users::username)
+                    .load(conn)
+                    .await?;
+                Ok((low, high))
+            })
             .await?;
         let mut all = low;
         all.extend(high);

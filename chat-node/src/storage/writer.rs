@@ -4,14 +4,16 @@
 //! queued (at most `max_batch`; it never waits for more, so an idle node adds no
 //! latency) and writes it as one transaction on its own connection:
 //!
-//! 1. `SELECT … FOR UPDATE` on every user of the batch, in ascending id order;
+//! 1. a named lock (`GET_LOCK`) on every user of the batch, in ascending order;
 //! 2. one lookup of every `clientId` of the batch (duplicates inside the batch are found
 //!    in memory);
 //! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order;
-//! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it), and only
-//!    then is any sender answered.
+//! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it), the locks
+//!    are released, and only then is any sender answered.
 //!
-//! Why the user locks keep `sync` exact is in docs/design.md. Statements are prepared
+//! The user locks are held from before the insert until the batch is published, so for
+//! each user both the ids and the order of publication follow the order of commits; why
+//! that keeps `sync` exact is in docs/design.md. Statements are prepared
 //! once per shape and kept in the connection's statement cache; the lists are padded to
 //! powers of two so few shapes exist. The writer talks to MySQL through mysql_async
 //! directly because diesel can neither express `RETURNING` on MySQL nor cache a statement
@@ -33,6 +35,8 @@ use super::messages::to_wire;
 use super::users::User;
 use super::StoreError;
 
+/// How long a batch waits for another node's batch on the same users.
+const LOCK_WAIT_SECS: u32 = 5;
 /// Statement shapes per connection: up to `max_batch` INSERTs plus the padded lookups.
 const STATEMENT_CACHE: usize = 320;
 
@@ -119,8 +123,10 @@ impl Writer {
             .stmt_cache_size(STATEMENT_CACHE)
             .into();
         let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let locks = LockNames::new(opts.db_name().unwrap_or_default());
         let task = Task {
             opts,
+            locks,
             conn: None,
             max_batch: config.max_batch.max(1),
             deliver,
@@ -146,6 +152,7 @@ impl Writer {
 
 struct Task {
     opts: Opts,
+    locks: LockNames,
     /// Opened on first use and dropped after any error, so a restarted MySQL is
     /// reconnected to by the next batch.
     conn: Option<Conn>,
@@ -165,11 +172,12 @@ impl Task {
                 Ok(outcomes) => outcomes,
                 Err(e) => {
                     tracing::error!(error = %e, messages = jobs.len(), "batch failed");
+                    // Closing the connection also releases its locks.
                     self.conn = None;
                     for job in jobs.drain(..) {
-                        let _ = job
-                            .reply
-                            .send(Err(WriteError::Store(StoreError::Write(e.to_string()))));
+                        let _ = job.reply.send(Err(WriteError::Store(StoreError::Write(
+                            e.to_string(),
+                        ))));
                     }
                     continue;
                 }
@@ -190,6 +198,7 @@ impl Task {
                 })
                 .collect();
             let published = committed.is_empty() || (self.deliver)(committed).await;
+            self.release_locks().await;
             for (job, outcome) in jobs.drain(..).zip(outcomes) {
                 let result = match outcome {
                     Outcome::New(message) => Ok(Stored::New { message, published }),
@@ -197,6 +206,16 @@ impl Task {
                     Outcome::Reused => Err(WriteError::ClientIdReused),
                 };
                 let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    /// A connection that cannot release its locks is closed, which releases them.
+    async fn release_locks(&mut self) {
+        if let Some(conn) = &mut self.conn {
+            if let Err(e) = conn.query_drop("DO RELEASE_ALL_LOCKS()").await {
+                tracing::error!(error = %e, "releasing the writer's locks failed");
+                self.conn = None;
             }
         }
     }
@@ -209,7 +228,7 @@ impl Task {
                 self.conn.insert(conn)
             }
         };
-        write_batch(conn, &mut self.sql, jobs).await
+        write_batch(conn, &mut self.sql, &self.locks, jobs).await
     }
 }
 
@@ -230,21 +249,32 @@ enum Plan {
     SameAs(usize),
 }
 
+/// Locks the batch's users, then writes it as one transaction. The locks stay held when
+/// this returns `Ok`; the caller releases them after delivery.
 async fn write_batch(
     conn: &mut Conn,
     sql: &mut Statements,
+    locks: &LockNames,
     jobs: &[Job],
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = conn.start_transaction(TxOpts::default()).await?;
-
     let mut users: Vec<i64> = jobs
         .iter()
         .flat_map(|j| [j.message.sender.id, j.message.recipient.id])
         .collect();
     users.sort_unstable();
     users.dedup();
-    let padded = pad(users.iter().map(|id| Value::Int(*id)).collect());
-    tx.exec_drop(sql.lock(padded.len()), padded).await?;
+    let names = pad(users.iter().map(|id| locks.user(*id)).collect());
+    let granted: Vec<Row> = conn.exec(sql.lock(names.len()), names).await?;
+    let all_granted = granted.first().is_some_and(|row| {
+        (0..row.len()).all(|i| matches!(row.as_ref(i), Some(Value::Int(1) | Value::UInt(1))))
+    });
+    if !all_granted {
+        return Err(StoreError::Write(
+            "timed out waiting for the users' write locks".into(),
+        ));
+    }
+
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
 
     let existing = find_existing(&mut tx, sql, jobs).await?;
     let mut first_use: HashMap<(i64, &str), usize> = HashMap::new();
@@ -255,7 +285,7 @@ async fn write_batch(
             let Some(cid) = job.message.client_id.as_deref() else {
                 return Plan::Insert;
             };
-            let key = (job.message.sender.id, cid);
+            let key = (job.message.sender.id, pad_space(cid));
             if let Some(row) = existing.get(&key) {
                 return Plan::Existing(row.clone());
             }
@@ -365,7 +395,7 @@ async fn find_existing<'j>(
             j.message
                 .client_id
                 .as_deref()
-                .map(|c| (j.message.sender.id, c))
+                .map(|c| (j.message.sender.id, pad_space(c)))
         })
         .collect();
     let mut found = HashMap::new();
@@ -390,7 +420,7 @@ async fn find_existing<'j>(
         // Map the row back to the batch's borrowed key (the collation is binary).
         if let Some(key) = pairs
             .iter()
-            .find(|(s, c)| *s == sender_id && *c == client_id)
+            .find(|(s, c)| *s == sender_id && *c == pad_space(&client_id))
         {
             let sent_at = from_value(&sent_at)?;
             found.insert(
@@ -405,6 +435,31 @@ async fn find_existing<'j>(
         }
     }
     Ok(found)
+}
+
+/// `client_id` compares with PAD SPACE (`'a' = 'a '`), so the unique key treats ids that
+/// differ only in trailing spaces as one; the batch must too.
+fn pad_space(client_id: &str) -> &str {
+    client_id.trim_end_matches(' ')
+}
+
+/// Named locks, one per user, scoped to this database (lock names are server-wide).
+struct LockNames {
+    prefix: String,
+}
+
+impl LockNames {
+    /// MariaDB lock names are at most 64 characters; a user id takes at most 20 more.
+    fn new(database: &str) -> Self {
+        let database: String = database.chars().take(36).collect();
+        Self {
+            prefix: format!("chat:{database}:u:"),
+        }
+    }
+
+    fn user(&self, user_id: i64) -> Value {
+        Value::Bytes(format!("{}{user_id}", self.prefix).into_bytes())
+    }
 }
 
 /// Pads a list to the next power of two by repeating its last item, so an `IN` list
@@ -431,10 +486,11 @@ fn placeholders(n: usize, group: &str) -> String {
 
 impl Statements {
     fn lock(&mut self, n: usize) -> &str {
+        // Left to right, so in ascending order: two batches never deadlock.
         self.lock.entry(n).or_insert_with(|| {
             format!(
-                "SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE",
-                placeholders(n, "?")
+                "SELECT {}",
+                placeholders(n, &format!("GET_LOCK(?, {LOCK_WAIT_SECS})"))
             )
         })
     }
@@ -498,6 +554,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_ids_match_as_the_pad_space_collation_does() {
+        assert_eq!(pad_space("old  "), pad_space("old"));
+        assert_ne!(pad_space(" old"), pad_space("old"));
+        assert_ne!(pad_space("old\t"), pad_space("old"));
+    }
+
+    #[test]
+    fn lock_names_fit_mariadb_limit() {
+        let locks = LockNames::new(&"d".repeat(64));
+        let Value::Bytes(name) = locks.user(i64::MAX) else {
+            panic!("a lock name is bytes");
+        };
+        assert!(name.len() <= 64, "{}", name.len());
+    }
+
+    #[test]
     fn lists_are_padded_to_a_power_of_two_with_their_last_item() {
         assert_eq!(pad(vec![1, 2, 3]), vec![1, 2, 3, 3]);
         assert_eq!(pad(vec![1, 2, 3, 4]), vec![1, 2, 3, 4]);
@@ -516,10 +588,7 @@ mod tests {
     #[test]
     fn statements_have_one_placeholder_group_per_item() {
         let mut sql = Statements::default();
-        assert_eq!(
-            sql.lock(2),
-            "SELECT id FROM users WHERE id IN (?,?) ORDER BY id FOR UPDATE"
-        );
+        assert_eq!(sql.lock(2), "SELECT GET_LOCK(?, 5),GET_LOCK(?, 5)");
         assert!(sql
             .insert(3)
             .contains("VALUES (?,?,?,?,?,?),(?,?,?,?,?,?),(?,?,?,?,?,?) "));

@@ -364,8 +364,6 @@ async fn mysql_killed_under_traffic_every_message_is_answered_and_nodes_recover(
 /// `sync`, a new socket's directory) works again within the bound, not only the writer,
 /// which keeps a connection of its own.
 #[tokio::test]
-#[ignore = "node bug: the pool keeps connections that died with MySQL (RecyclingMethod::Fast, \
-            is_broken only looks at transactions), so pooled queries fail until the node restarts"]
 async fn pooled_queries_recover_after_mysql_restarts() {
     let mut mysql = MariaDb::start().await;
     let c = Cluster::start_on(1, &[], &mysql.base_url()).await;
