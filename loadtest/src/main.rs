@@ -10,13 +10,18 @@
 //! Takes goose's own flags (`--host`, `--users`, `--increase-rate`, `--run-time`,
 //! `--scenarios`, `--report-file`, ...). `LOADTEST_HOSTS` spreads users over several
 //! nodes (partners on different nodes); `LOADTEST_RUN` fixes the user-name tag;
-//! `LOADTEST_CHAT_WAIT_MS=<min>-<max>` sets the chat users' pace (default 250-750). Only
-//! `http://127.0.0.1` is ever targeted, and a run stops after 60 s unless told otherwise.
+//! `LOADTEST_CHAT_WAIT_MS=<min>-<max>` sets the chat users' pace (default 250-750), or
+//! `LOADTEST_CHAT_INTERVAL_MS=<n>` a fixed schedule of one message every `n` ms per user
+//! (a fixed offered rate); `LOADTEST_WINDOW=<start>-<end>` (Unix ms) a measured window
+//! summed up on its own `window:` line after the run. Only `http://127.0.0.1` is ever
+//! targeted, and a run stops after 60 s unless told otherwise.
 //!
 //! - [`plan`]: names, pairing, host choice and the local-only check (pure, tested).
 //! - [`ws`]: the per-user socket, its reader task and the run-wide counters.
+//! - [`window`]: the measured window of `loadtest/ab.sh`.
 
 mod plan;
+mod window;
 mod ws;
 
 use std::process::ExitCode;
@@ -46,7 +51,20 @@ struct Settings {
     run: String,
     /// Per-user nodes from `LOADTEST_HOSTS`; empty means goose's `--host` for everyone.
     hosts: Vec<String>,
+    pace: Pace,
 }
+
+/// How a `chat` user spaces its messages.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// A random wait of `min..=max` ms after each acknowledgement (closed loop).
+    Wait(u64, u64),
+    /// One message every so many ms on a fixed schedule (a fixed offered rate).
+    Interval(u64),
+}
+
+/// The origin of the fixed schedules' offsets.
+static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 static NEXT_USER: [AtomicUsize; 3] = [
@@ -58,6 +76,9 @@ static NEXT_USER: [AtomicUsize; 3] = [
 /// Per goose user: who they are, who they talk to, and their socket.
 #[derive(Clone)]
 struct Session {
+    number: usize,
+    /// The current slot of a fixed schedule, from [`ORIGIN`].
+    slot: Option<Duration>,
     me: String,
     partner: String,
     conn: Option<Arc<Conn>>,
@@ -127,6 +148,8 @@ async fn log_in(user: &mut GooseUser, kind: Kind) -> Result<String, Box<Transact
     )
     .ok_or_else(|| fail(format!("login {me}: no session cookie")))?;
     user.set_session_data(Session {
+        number: n,
+        slot: None,
         me,
         partner,
         conn: None,
@@ -148,6 +171,7 @@ async fn connect(user: &mut GooseUser, cookie: &str) -> TransactionResult {
     let took = started.elapsed();
     match opened {
         Ok(conn) => {
+            window::connected();
             user.record_custom_request_duration("WS", "connect", took, true, Some(101), None)
                 .await?;
             session(user)?.conn = Some(Arc::new(conn));
@@ -177,11 +201,15 @@ async fn send_message(user: &mut GooseUser, name: &str) -> TransactionResult {
         Ok(()) => {
             if name == ACK {
                 ws::lock(&TOTALS.ack_us).push(took.as_micros() as u64);
+                window::ack(took.as_micros() as u64);
             }
             user.record_custom_request_duration("WS", name, took, true, None, None)
                 .await
         }
         Err(e) => {
+            if name == ACK {
+                window::ack_failed();
+            }
             user.record_custom_request_duration("WS", name, took, false, None, Some(&e))
                 .await?;
             Err(fail(e))
@@ -195,7 +223,28 @@ async fn chat_start(user: &mut GooseUser) -> TransactionResult {
 }
 
 async fn chat_message(user: &mut GooseUser) -> TransactionResult {
+    let pace = SETTINGS.get().map(|s| s.pace);
+    if let Some(Pace::Interval(ms)) = pace {
+        wait_for_slot(session(user)?, Duration::from_millis(ms)).await;
+    }
     send_message(user, ACK).await
+}
+
+/// Sleeps until this user's next slot on its fixed schedule.
+async fn wait_for_slot(s: &mut Session, interval: Duration) {
+    let now = ORIGIN.elapsed();
+    let slot = match s.slot {
+        None => now + plan::phase(s.number, interval),
+        Some(previous) => {
+            let (slot, missed) = plan::next_slot(previous, interval, now);
+            window::missed_slots(missed);
+            slot
+        }
+    };
+    s.slot = Some(slot);
+    if slot > now {
+        tokio::time::sleep(slot - now).await;
+    }
 }
 
 async fn history_start(user: &mut GooseUser) -> TransactionResult {
@@ -256,14 +305,17 @@ async fn http_users(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-fn scenarios(chat_wait: (u64, u64)) -> Result<Vec<Scenario>, GooseError> {
-    // Waits keep every socket far below the server's 20 frames/s (burst 40).
-    let chat = scenario!("chat")
-        .set_weight(4)?
-        .set_wait_time(
-            Duration::from_millis(chat_wait.0),
-            Duration::from_millis(chat_wait.1),
-        )?
+fn scenarios(pace: Pace) -> Result<Vec<Scenario>, GooseError> {
+    // Waits keep every socket below the server's 20 frames/s (burst 40). A fixed schedule
+    // waits inside the transaction instead (`wait_for_slot`).
+    let chat = scenario!("chat").set_weight(4)?;
+    let chat = match pace {
+        Pace::Wait(min, max) => {
+            chat.set_wait_time(Duration::from_millis(min), Duration::from_millis(max))?
+        }
+        Pace::Interval(_) => chat,
+    };
+    let chat = chat
         .register_transaction(
             transaction!(chat_start)
                 .set_on_start()
@@ -332,6 +384,9 @@ fn print_extras() {
         "sockets closed by the server: {}",
         TOTALS.closed_early.load(Ordering::Relaxed)
     );
+    if let Some(line) = window::report() {
+        println!("{line}");
+    }
     let errors = TOTALS
         .error_frames
         .lock()
@@ -363,15 +418,28 @@ async fn run() -> Result<(), String> {
         .to_owned();
     let run = plan::run_tag(std::env::var("LOADTEST_RUN").ok())?;
     let bounded = config.run_time.is_some() || config.iterations.is_some();
+    let wait = std::env::var("LOADTEST_CHAT_WAIT_MS").ok();
+    let interval = std::env::var("LOADTEST_CHAT_INTERVAL_MS").ok();
+    let pace = match (wait, interval) {
+        (Some(_), Some(_)) => {
+            return Err("set LOADTEST_CHAT_WAIT_MS or LOADTEST_CHAT_INTERVAL_MS, not both".into())
+        }
+        (Some(range), None) => {
+            let (min, max) = plan::parse_wait(&range)?;
+            Pace::Wait(min, max)
+        }
+        (None, Some(ms)) => Pace::Interval(plan::parse_interval(&ms)?),
+        (None, None) => Pace::Wait(DEFAULT_CHAT_WAIT_MS.0, DEFAULT_CHAT_WAIT_MS.1),
+    };
+    if let Ok(range) = std::env::var("LOADTEST_WINDOW") {
+        window::start(window::parse(&range)?)?;
+    }
+    std::sync::LazyLock::force(&ORIGIN);
     SETTINGS
-        .set(Settings { run, hosts })
+        .set(Settings { run, hosts, pace })
         .map_err(|_| "settings set twice".to_owned())?;
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
-    let chat_wait = match std::env::var("LOADTEST_CHAT_WAIT_MS") {
-        Ok(range) => plan::parse_wait(&range)?,
-        Err(_) => DEFAULT_CHAT_WAIT_MS,
-    };
-    for scenario in scenarios(chat_wait).map_err(|e| e.to_string())? {
+    for scenario in scenarios(pace).map_err(|e| e.to_string())? {
         attack = attack.register_scenario(scenario);
     }
     attack = *attack

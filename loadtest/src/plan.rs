@@ -1,7 +1,7 @@
 //! Pure helpers: who a load-test user is, who they talk to, which node they reach, and
 //! the checks that keep the load generator pointed at this machine only.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The only host the load test ever targets.
 pub const LOCAL_HOST: &str = "127.0.0.1";
@@ -146,6 +146,39 @@ pub fn parse_wait(range: &str) -> Result<(u64, u64), String> {
     Ok((lo, hi))
 }
 
+/// `LOADTEST_CHAT_INTERVAL_MS=<n>`: each `chat` user sends one message every `n` ms on a
+/// fixed schedule, so the offered rate is users × 1000 / n whatever the ack latency (as
+/// long as an ack takes less than `n`). The same 60 ms floor as [`parse_wait`].
+pub fn parse_interval(value: &str) -> Result<u64, String> {
+    let bad = || format!("LOADTEST_CHAT_INTERVAL_MS is a number of ms >= 60: {value:?}");
+    let n: u64 = value.trim().parse().map_err(|_| bad())?;
+    if n < 60 {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+/// Where user `n`'s fixed schedule starts within one interval, so users launched together
+/// do not send together.
+pub fn phase(n: usize, interval: Duration) -> Duration {
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis((n as u64).wrapping_mul(0x9E37_79B9) % ms)
+}
+
+/// The slot after `previous` on a fixed schedule, as offsets from one origin, and how many
+/// slots were skipped: a send less than one interval late goes at once and keeps the
+/// schedule; one later than that drops the missed slots (no burst to catch up) and starts
+/// the schedule again from `now`.
+pub fn next_slot(previous: Duration, interval: Duration, now: Duration) -> (Duration, u64) {
+    let slot = previous + interval;
+    if now < slot + interval {
+        return (slot, 0);
+    }
+    let late = now - slot;
+    let missed = (late.as_nanos() / interval.as_nanos().max(1)) as u64;
+    (now, missed)
+}
+
 /// `http://127.0.0.1:9181/` → `ws://127.0.0.1:9181/ws`.
 pub fn ws_url(base: &str) -> String {
     format!(
@@ -255,6 +288,25 @@ mod tests {
         for bad in ["10-20", "300-200", "300", "a-b"] {
             assert!(parse_wait(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_fixed_schedule_keeps_its_pace_and_drops_what_it_cannot_send() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_interval("112"), Ok(112));
+        for bad in ["59", "", "x", "-1"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+        // On time or a little late: the next slot, the schedule kept.
+        assert_eq!(next_slot(ms(1000), ms(100), ms(950)), (ms(1100), 0));
+        assert_eq!(next_slot(ms(1000), ms(100), ms(1150)), (ms(1100), 0));
+        // A whole interval late or more: send now, count the slots that passed.
+        assert_eq!(next_slot(ms(1000), ms(100), ms(1200)), (ms(1200), 1));
+        assert_eq!(next_slot(ms(1000), ms(100), ms(1390)), (ms(1390), 2));
+        // Phases stay inside the interval and spread users launched together.
+        let phases: std::collections::HashSet<_> = (0..10).map(|n| phase(n, ms(100))).collect();
+        assert!(phases.iter().all(|p| *p < ms(100)));
+        assert!(phases.len() > 5);
     }
 
     #[test]

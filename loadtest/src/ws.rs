@@ -4,7 +4,7 @@
 //! So nothing waits in a buffer while the user sleeps between transactions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct Totals {
     pub history_us: Mutex<Vec<u64>>,
     pub error_frames: Mutex<HashMap<String, u64>>,
     pub closed_early: AtomicU64,
+    /// Sockets open right now (opened and their reader still running).
+    pub open_sockets: AtomicI64,
 }
 
 pub static TOTALS: std::sync::LazyLock<Totals> = std::sync::LazyLock::new(Totals::default);
@@ -101,7 +103,7 @@ impl Conn {
             history: Mutex::new(None),
             closing: AtomicBool::new(false),
         });
-        let reader = tokio::spawn(read_frames(stream, waiting.clone()));
+        let reader = tokio::spawn(read_frames(stream, waiting.clone(), OpenSocket::count()));
         Ok(Self {
             sink: tokio::sync::Mutex::new(sink),
             waiting,
@@ -189,7 +191,23 @@ async fn first_frame(stream: &mut SplitStream<Stream>) -> Result<(), String> {
     Err("socket closed before updateUsers".into())
 }
 
-async fn read_frames(mut stream: SplitStream<Stream>, waiting: Arc<Waiting>) {
+/// Counts a socket in `open_sockets` while its reader task exists, aborted or not.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn count() -> Self {
+        TOTALS.open_sockets.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        TOTALS.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn read_frames(mut stream: SplitStream<Stream>, waiting: Arc<Waiting>, open: OpenSocket) {
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
             Message::Text(t) => route(&waiting, t.as_str()),
@@ -200,6 +218,7 @@ async fn read_frames(mut stream: SplitStream<Stream>, waiting: Arc<Waiting>) {
     // Dropping the waiting senders tells their transactions the socket is gone.
     lock(&waiting.acks).clear();
     lock(&waiting.history).take();
+    drop(open);
     if !waiting.closing.load(Ordering::Relaxed) {
         TOTALS.closed_early.fetch_add(1, Ordering::Relaxed);
     }
@@ -226,6 +245,7 @@ fn route(waiting: &Waiting, text: &str) {
                 }
             } else if message.from == waiting.partner {
                 TOTALS.from_partner.fetch_add(1, Ordering::Relaxed);
+                crate::window::from_partner();
                 let age = chrono::Utc::now() - message.sent_at;
                 if let Some(us) = age.num_microseconds() {
                     lock(&TOTALS.delivery_us).push(us.max(0) as u64);
