@@ -565,6 +565,8 @@ for r in runs:
 print("\nCPU in the window, % of one core (both cores = 200 %), from /proc/<pid>/stat (utime+stime) and /proc/stat. "
       "'irq' is hard and soft interrupt time (loopback networking), charged to no process; 'other' is the rest of "
       "the busy time: processes not listed, including other users' builds and tests, in this PID namespace or not. "
+      "It is derived from two differently sampled counters (tick-sampled /proc/stat against precise per-process "
+      "times), so it is approximate: it has come out 10 % of a core off, even negative. "
       "Server CPU per message: nodes + mariadbd + redis over acked messages.\n")
 print("| run | side | node A | node B | mariadbd | redis | loadtest | irq | other | busy | steal | server CPU µs/msg |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -578,6 +580,10 @@ print("\nLargest other processes seen in each window (by name; processes in othe
 for r in runs:
     extra = [f"perf record {pct(r['cpu']['perf'], r['secs'])}"] if r["cpu"].get("perf") is not None else []
     print(f"- {r['name']}: {', '.join(extra + ([r['top_other']] if r['top_other'] else [])) or 'none above 1 %'}")
+noisy = [r["name"] for r in runs if r["other"] / r["secs"] > 0.2]
+if noisy:
+    print(f"\n**Noisy:** other processes took more than 20 % of a core in {', '.join(noisy)}; "
+          "compare those runs with care, or run again on a quiet machine with REPEAT=2 or more.")
 
 configs = []
 for r in runs:
