@@ -18,6 +18,10 @@
 # such metric) and `chat_db_write_seconds`. Prints markdown tables with new/old ratios,
 # the machine and the command line; everything is kept under $OUT.
 #
+# The closed loop offers at most USERS × 1000 / (pace + ack latency) msgs/s (about 9,900
+# at 600 users and 60 ms; the pace cannot go under 60 ms, the 20 frames/s limit), so when
+# a side reaches that (the tables say "Not saturated") raise USERS to find its ceiling.
+#
 # Builds: OLD in a git worktree outside the clone (AB_WORKTREE, default
 # /tmp/chat-ab-base, reused when present) with its own target dir (AB_TARGET, default
 # ~/.cache/chat-ab-base-target); NEW from this clone with CARGO_TARGET_DIR (default
@@ -580,6 +584,11 @@ print("\nLargest other processes seen in each window (by name; processes in othe
 for r in runs:
     extra = [f"perf record {pct(r['cpu']['perf'], r['secs'])}"] if r["cpu"].get("perf") is not None else []
     print(f"- {r['name']}: {', '.join(extra + ([r['top_other']] if r['top_other'] else [])) or 'none above 1 %'}")
+idle = [r["name"] for r in runs if r["kind"] == "wait" and r["busy"] / r["secs"] < 1.8]
+if idle:
+    print(f"\n**Not saturated:** the machine was under 180 % busy in {', '.join(idle)}: a closed loop of "
+          "USERS at PACE cannot offer more than about USERS × 1000 / (pace + ack latency) msgs/s, and PACE "
+          "stays >= 60 ms (the 20 frames/s limit), so raise USERS to find that side's ceiling.")
 noisy = [r["name"] for r in runs if r["other"] / r["secs"] > 0.2]
 if noisy:
     print(f"\n**Noisy:** other processes took more than 20 % of a core in {', '.join(noisy)}; "
