@@ -18,6 +18,11 @@ use crate::metrics::Metrics;
 use crate::redis_store::{Redis, RedisError};
 use crate::storage::writer::{Committed, Deliver};
 
+/// A Redis that stops answering must not hold the writer (and every sender behind it):
+/// the batch is committed, so its senders are acknowledged directly and recipients
+/// `sync`.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// A frame that does not serialise is a bug, not an outage.
@@ -63,7 +68,14 @@ impl Publisher {
         Arc::new(move |batch| {
             let publisher = publisher.clone();
             async move {
-                match publisher.messages(&batch).await {
+                let published = tokio::time::timeout(PUBLISH_TIMEOUT, publisher.messages(&batch))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PublishError::Redis(RedisError::Pool(
+                            "publishing timed out".into(),
+                        )))
+                    });
+                match published {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(error = %e, messages = batch.len(), "publishing a committed batch failed");

@@ -35,6 +35,9 @@ use super::messages::to_wire;
 use super::users::User;
 use super::StoreError;
 
+/// A MySQL that stops answering (a paused server, a dropped route) fails the batch
+/// instead of holding every sender; a connection open that long is closed.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a batch waits for another node's batch on the same users.
 const LOCK_WAIT_SECS: u32 = 5;
 /// Statement shapes per connection: up to `max_batch` INSERTs plus the padded lookups.
@@ -168,16 +171,19 @@ impl Task {
         while rx.recv_many(&mut jobs, self.max_batch).await > 0 {
             let started = Instant::now();
             self.metrics.batch_size.observe(jobs.len() as f64);
-            let outcomes = match self.write(&jobs).await {
+            let written = tokio::time::timeout(BATCH_TIMEOUT, self.write(&jobs))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Write("the batch timed out".into())));
+            let outcomes = match written {
                 Ok(outcomes) => outcomes,
                 Err(e) => {
                     tracing::error!(error = %e, messages = jobs.len(), "batch failed");
                     // Closing the connection also releases its locks.
                     self.conn = None;
                     for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(WriteError::Store(StoreError::Write(
-                            e.to_string(),
-                        ))));
+                        let _ = job
+                            .reply
+                            .send(Err(WriteError::Store(StoreError::Write(e.to_string()))));
                     }
                     continue;
                 }
