@@ -35,6 +35,8 @@ pub enum ErrorCode {
     MessageTooLong,
     UnknownUser,
     RateLimited,
+    /// A request body with a `Content-Encoding` other than `identity`: never inflated.
+    UnsupportedEncoding,
     /// A dependency (MySQL, Redis) failed; the request may be retried.
     Unavailable,
     /// A bug on the node; retrying is unlikely to help.

@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::time::Instant;
 
+use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chat_common::error::ApiError;
 use chat_common::ErrorCode;
@@ -64,4 +66,31 @@ where
         res
     })
     .instrument(span)
+}
+
+/// Refuses a request whose body is encoded (`Content-Encoding` other than `identity`)
+/// before anything reads the body: a few KB of zstd can inflate to gigabytes.
+pub fn refuse_encoded_bodies<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let encoded = req
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"));
+    let call = if encoded { Err(req) } else { Ok(srv.call(req)) };
+    async move {
+        match call {
+            Ok(call) => call.await.map(ServiceResponse::map_into_left_body),
+            Err(req) => {
+                let message = "request bodies are taken as sent: Content-Encoding must be identity";
+                let res = error_response(ApiError::new(ErrorCode::UnsupportedEncoding, message));
+                Ok(req.into_response(res).map_into_right_body())
+            }
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub fn http_server(
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(state.metrics.clone()))
             .wrap(session::middleware(sessions.clone(), key.clone(), secure))
+            .wrap_fn(routes::refuse_encoded_bodies)
             .wrap_fn(routes::observe)
             .configure(http::configure)
             .configure(ws::configure)

@@ -11,6 +11,7 @@ mod mariadb;
 mod bad_frames;
 mod chat;
 mod drain;
+mod encoding;
 mod http_api;
 mod lb;
 mod metrics;
