@@ -1,10 +1,11 @@
 //! Settings: every flag is also an environment variable, and every one has a default that
 //! works on a laptop. The README lists them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 use crate::storage::writer::WriterConfig;
 
@@ -100,6 +101,19 @@ pub struct Config {
     /// Messages that may wait for the writer before senders wait to hand theirs over
     #[arg(long, env = "CHAT_WRITER_QUEUE", default_value_t = 4096)]
     pub writer_queue: usize,
+    // HTTP hardening: who is believed, and what a login or registration may cost.
+    /// Comma-separated addresses or CIDR blocks of proxies whose X-Forwarded-For and
+    /// X-Forwarded-Proto are believed; none by default, so clients cannot forge them.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = proxy)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address or a CIDR block; an address alone is a block of one.
+fn proxy(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor a CIDR block"))
 }
 
 impl Config {

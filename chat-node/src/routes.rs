@@ -1,17 +1,21 @@
 //! What every route shares, whichever module registers it: JSON answers for unknown paths
-//! and methods, and the span and metrics around each request. It sits below `http` and
-//! `ws` so that neither needs the other.
+//! and methods, the span and metrics around each request, security headers, refusing
+//! encoded bodies, and which proxies are believed about the client. It sits below `http`
+//! and `ws` so that neither needs the other.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chat_common::error::ApiError;
 use chat_common::ErrorCode;
 use futures_util::FutureExt;
+use ipnet::IpNet;
 use tracing::Instrument;
 
 use crate::error::error_response;
@@ -93,4 +97,105 @@ where
             }
         }
     }
+}
+
+/// The client has no inline script or style; sockets go to the page's own host.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'; \
+    base-uri 'none'; form-action 'self'";
+/// One year: browsers that saw the site over TLS never try plain HTTP again.
+const HSTS: &str = "max-age=31536000";
+
+/// The proxies in front of the node whose `X-Forwarded-*` headers are believed; anyone
+/// else could write them.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies(Arc<[IpNet]>);
+
+impl TrustedProxies {
+    pub fn new(nets: &[IpNet]) -> Self {
+        Self(nets.into())
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the peer, or when the peer is a trusted proxy, the rightmost
+    /// `X-Forwarded-For` entry that is not one (entries further left are the client's to
+    /// write).
+    pub fn client(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let peer = req.peer_addr()?.ip().to_canonical();
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let mut client = peer;
+        for hop in forwarded.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => client = ip.to_canonical(),
+                // Garbage: the hop that added it is the last one known.
+                Err(_) => break,
+            }
+            if !self.trusts(client) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// Whether the client reached the service over TLS, as a trusted proxy says (the node
+    /// itself serves plain HTTP).
+    pub fn tls(&self, req: &HttpRequest) -> bool {
+        req.peer_addr()
+            .is_some_and(|peer| self.trusts(peer.ip().to_canonical()))
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }
+}
+
+/// Security headers on every response: the CSP, `nosniff`, `no-referrer`, and HSTS when
+/// the client came over TLS.
+pub fn security_headers<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let tls = req
+        .app_data::<web::Data<TrustedProxies>>()
+        .is_some_and(|proxies| proxies.tls(req.request()));
+    srv.call(req).map(move |res| {
+        res.map(|mut res| {
+            let headers = res.headers_mut();
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            if tls {
+                headers.insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static(HSTS),
+                );
+            }
+            res
+        })
+    })
 }

@@ -9,6 +9,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
+use crate::routes::TrustedProxies;
 use crate::state::AppState;
 use crate::{http, routes, session, ws};
 
@@ -24,6 +25,7 @@ pub fn http_server(
     config: &Config,
 ) -> std::io::Result<Server> {
     let secure = config.secure_cookies;
+    let proxies = TrustedProxies::new(&config.trusted_proxies);
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
@@ -31,8 +33,10 @@ pub fn http_server(
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(state.metrics.clone()))
+            .app_data(web::Data::new(proxies.clone()))
             .wrap(session::middleware(sessions.clone(), key.clone(), secure))
             .wrap_fn(routes::refuse_encoded_bodies)
+            .wrap_fn(routes::security_headers)
             .wrap_fn(routes::observe)
             .configure(http::configure)
             .configure(ws::configure)

@@ -26,6 +26,8 @@ export DATABASE_URL=${DATABASE_URL:-mysql://root@127.0.0.1:3306/chat}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export CHAT_REDIS_PREFIX=${CHAT_REDIS_PREFIX:-chat}
 export CHAT_ALLOWED_ORIGINS=${CHAT_ALLOWED_ORIGINS:-http://localhost:8080,http://127.0.0.1:8080}
+# nginx on this machine: the nodes believe its X-Forwarded-For and X-Forwarded-Proto.
+export CHAT_TRUSTED_PROXIES=${CHAT_TRUSTED_PROXIES:-127.0.0.1}
 
 echo "== migrating $DATABASE_URL"
 "$bin" migrate

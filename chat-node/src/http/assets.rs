@@ -43,7 +43,6 @@ fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Content-Type-Options", "nosniff"))
         .body(body)
 }
 

@@ -12,6 +12,7 @@ mod bad_frames;
 mod chat;
 mod drain;
 mod encoding;
+mod headers;
 mod http_api;
 mod lb;
 mod metrics;
