@@ -9,7 +9,8 @@ use ipnet::IpNet;
 
 use crate::storage::writer::WriterConfig;
 
-/// A development session key: good enough for a laptop, announced with a warning.
+/// A development session key, used only with `--dev`: good enough for a laptop,
+/// announced with a warning.
 pub const DEV_SESSION_KEY: &str =
     "chat-dev-session-key-do-not-use-in-production-0123456789abcdef0123456789abcdef";
 
@@ -51,8 +52,8 @@ pub struct Config {
     /// Unique per process in a cluster; defaults to hostname and pid.
     #[arg(long, env = "CHAT_NODE_ID")]
     pub node_id: Option<String>,
-    /// Signs session cookies: at least 32 bytes, the same on every node; without it a
-    /// development key is used, with a warning.
+    /// Signs session cookies: at least 32 bytes, the same on every node; required unless
+    /// --dev.
     #[arg(long, env = "CHAT_SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
     /// Comma-separated origins allowed to open WebSockets, besides the node's own origin and
@@ -62,9 +63,6 @@ pub struct Config {
     /// Cost of new bcrypt password hashes, 4 to 31 (tests use 4 for speed).
     #[arg(long, env = "CHAT_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
-    /// Mark the session cookie Secure (set it when clients reach the node over TLS).
-    #[arg(long, env = "CHAT_SECURE_COOKIES", default_value_t = false)]
-    pub secure_cookies: bool,
     /// Log JSON lines instead of human-readable text; RUST_LOG filters either.
     #[arg(long, env = "CHAT_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -106,6 +104,10 @@ pub struct Config {
     /// X-Forwarded-Proto are believed; none by default, so clients cannot forge them.
     #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = proxy)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Development mode, for plain HTTP on a laptop: without CHAT_SESSION_KEY a fixed
+    /// development key is used, and the session cookie is not Secure.
+    #[arg(long, env = "CHAT_DEV", default_value_t = false)]
+    pub dev: bool,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.

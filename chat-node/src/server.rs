@@ -30,6 +30,8 @@ pub enum StartError {
     Session(String),
     #[error("session key: it must be at least 32 bytes")]
     SessionKey,
+    #[error("no session key: set CHAT_SESSION_KEY (the same on every node), or CHAT_DEV=true for a development key")]
+    NoSessionKey,
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -42,12 +44,15 @@ pub async fn migrate(config: &Config) -> Result<usize, StartError> {
 
 pub async fn serve(config: Config) -> Result<(), StartError> {
     let (key_material, is_dev_key) = config.session_key();
+    if is_dev_key && !config.dev {
+        return Err(StartError::NoSessionKey);
+    }
     if key_material.len() < 32 {
         return Err(StartError::SessionKey);
     }
     if is_dev_key {
         tracing::warn!(
-            "using the development session key: set CHAT_SESSION_KEY, shared by every node"
+            "development mode: using the development session key; set CHAT_SESSION_KEY, shared by every node"
         );
     }
     let key = Key::derive_from(key_material.as_bytes());

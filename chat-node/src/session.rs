@@ -78,8 +78,8 @@ pub fn log_out(session: &Session) {
     session.purge();
 }
 
-/// HttpOnly and SameSite=Lax keep the cookie from scripts and cross-site posts; it is
-/// Secure only when the node is told clients arrive over TLS.
+/// HttpOnly and SameSite=Lax keep the cookie from scripts and cross-site posts; Secure
+/// keeps it off plain HTTP (browsers still send it to localhost), except with `--dev`.
 pub fn middleware(
     store: RedisSessionStore,
     key: Key,

@@ -24,7 +24,7 @@ pub fn http_server(
     key: Key,
     config: &Config,
 ) -> std::io::Result<Server> {
-    let secure = config.secure_cookies;
+    let secure = !config.dev;
     let proxies = TrustedProxies::new(&config.trusted_proxies);
     let workers = config
         .workers

@@ -22,6 +22,8 @@ if [ -z "${CHAT_SESSION_KEY:-}" ]; then
   CHAT_SESSION_KEY=$(cat "$run/session-key")
 fi
 export CHAT_SESSION_KEY
+# Plain HTTP: development mode leaves Secure off the session cookie.
+export CHAT_DEV=${CHAT_DEV:-true}
 export DATABASE_URL=${DATABASE_URL:-mysql://root@127.0.0.1:3306/chat}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export CHAT_REDIS_PREFIX=${CHAT_REDIS_PREFIX:-chat}

@@ -112,7 +112,7 @@ async fn login_sets_a_session_cookie_that_every_node_accepts() {
         .to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "plain HTTP here: {cookie}");
+    assert!(cookie.contains("Secure"), "Secure unless --dev: {cookie}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["username"], name.as_str());
 

@@ -19,4 +19,5 @@ mod metrics;
 mod migrations;
 mod mysql_outage;
 mod presence;
+mod secrets;
 mod writer;
