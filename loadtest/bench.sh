@@ -5,7 +5,8 @@
 #
 #   loadtest/bench.sh 50 200 500        # results in $OUT (default /tmp/chat-bench-<tag>)
 #
-# Env: RUN_TIME (default 60s), SCENARIOS (default: all), PORT_A/PORT_B (9181/9182),
+# Env: RUN_TIME (default 60s), SCENARIOS (default: all), PORT_A/PORT_B (9181/9182; each
+# node's /metrics listens 10 ports higher),
 # LOADTEST_CHAT_WAIT_MS (chat pace, default 250-750), OUT,
 # CARGO_TARGET_DIR (default ~/.cache/chat-target). Needs MariaDB and Redis on localhost.
 set -euo pipefail
@@ -38,6 +39,7 @@ trap cleanup EXIT
 
 start_node() { # port id
   CHAT_LISTEN="127.0.0.1:$1" \
+  CHAT_METRICS_LISTEN="127.0.0.1:$(($1 + 10))" \
   DATABASE_URL="mysql://root@127.0.0.1:3306/chat_bench_$TAG" \
   REDIS_URL="redis://127.0.0.1:6379" \
   CHAT_REDIS_PREFIX="bench_$TAG" \
@@ -74,8 +76,8 @@ for users in "${@:-50}"; do
       --report-file "$OUT/report-$users.json" \
       >"$OUT/loadtest-$users.txt" 2>&1 || echo "loadtest exit $?" >&2
   wait "$top_pid" || true
-  curl -fs "http://127.0.0.1:$PORT_A/metrics" >"$OUT/metrics-a-$users.txt"
-  curl -fs "http://127.0.0.1:$PORT_B/metrics" >"$OUT/metrics-b-$users.txt"
+  curl -fs "http://127.0.0.1:$((PORT_A + 10))/metrics" >"$OUT/metrics-a-$users.txt"
+  curl -fs "http://127.0.0.1:$((PORT_B + 10))/metrics" >"$OUT/metrics-b-$users.txt"
   stop_nodes
   echo "done: $users users"
 done

@@ -32,6 +32,7 @@ const REDIS_PREFIX = `e2e_${hex(6)}`;
 const SESSION_KEY = hex(48); // 96 characters, shared by both nodes
 
 const nodes = {}; // name -> { port, url, child, log }
+const metricsPorts = {}; // name -> port of the node's internal /metrics listener
 let browser = null;
 const pageErrors = [];
 
@@ -54,6 +55,7 @@ function nodeEnv(name, port) {
   return {
     ...process.env,
     CHAT_LISTEN: `127.0.0.1:${port}`,
+    CHAT_METRICS_LISTEN: `127.0.0.1:${metricsPorts[name]}`,
     DATABASE_URL: `mysql://root@127.0.0.1:3306/${DB_NAME}`,
     REDIS_URL: "redis://127.0.0.1:6379",
     CHAT_REDIS_PREFIX: REDIS_PREFIX,
@@ -202,6 +204,7 @@ before(async () => {
   assert.ok(BIN, "CHAT_NODE_BIN must point to the built chat-node binary (cargo build -p chat-node)");
   assert.ok(existsSync(CHROMIUM), `no browser at ${CHROMIUM}: run ./ensure-chromium.sh`);
   const [portA, portB] = [await freePort(), await freePort()];
+  [metricsPorts.a, metricsPorts.b] = [await freePort(), await freePort()];
   // Node 1 first: it creates the database and runs the migrations.
   await waitReady(startNode("a", portA));
   await waitReady(startNode("b", portB));

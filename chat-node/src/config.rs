@@ -108,6 +108,10 @@ pub struct Config {
     /// development key is used, and the session cookie is not Secure.
     #[arg(long, env = "CHAT_DEV", default_value_t = false)]
     pub dev: bool,
+    /// Internal listener for /metrics, which the public port does not serve; keep it off
+    /// the public network.
+    #[arg(long, env = "CHAT_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::presence::Presence;
 use crate::redis_store::{Redis, RedisError};
-use crate::startup::{http_server, HTTP_GRACE};
+use crate::startup::{http_server, metrics_server, HTTP_GRACE};
 use crate::state::{AppState, Limits, Services};
 use crate::storage::writer::Writer;
 use crate::storage::{ensure_database, run_migrations, Db, StoreError};
@@ -101,7 +101,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         writer,
     };
     let state = AppState::new(services, metrics.clone(), limits);
+    check_readiness(&state).await;
     let background = CancellationToken::new();
+    tokio::spawn(run_readiness(state.clone(), background.clone()));
     tokio::spawn(run_subscriber(
         hub,
         redis.clone(),
@@ -122,9 +124,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Session(e.to_string()))?;
     let server = http_server(state.clone(), store, key, &config)?;
-    tracing::info!(listen = %config.listen, node = %node_id, "serving");
+    let internal = metrics_server(state.clone(), config.metrics_listen)?;
+    tracing::info!(listen = %config.listen, metrics = %config.metrics_listen, node = %node_id, "serving");
 
     let handle = server.handle();
+    let internal_handle = internal.handle();
+    tokio::spawn(internal);
     let drain_bound = Duration::from_secs(config.drain_timeout_secs)
         .saturating_sub(HTTP_GRACE)
         .max(Duration::from_secs(1));
@@ -132,7 +137,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         wait_for_signal().await;
         drain(&state, drain_bound).await;
         background.cancel();
-        handle.stop(true).await;
+        tokio::join!(handle.stop(true), internal_handle.stop(true));
     });
     server.await?;
     tracing::info!("stopped");
@@ -180,6 +185,35 @@ pub async fn drain(state: &AppState, bound: Duration) {
         tracing::error!(error = %e, "could not clear this node's presence");
     }
     tracing::info!("drained");
+}
+
+/// How often `/readyz`'s answer is refreshed.
+const READINESS_EVERY: Duration = Duration::from_secs(1);
+/// A dependency slower than this counts as down.
+const READINESS_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Pings MySQL and Redis once and records the answer for `/readyz`.
+async fn check_readiness(state: &AppState) {
+    let (db, redis) = tokio::join!(
+        tokio::time::timeout(READINESS_TIMEOUT, state.db.ping()),
+        tokio::time::timeout(READINESS_TIMEOUT, state.redis.ping()),
+    );
+    state
+        .readiness
+        .set(matches!(db, Ok(Ok(()))), matches!(redis, Ok(Ok(()))));
+}
+
+/// Keeps `/readyz`'s answer fresh, so probes cost MySQL and Redis nothing.
+async fn run_readiness(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(READINESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        check_readiness(&state).await;
+    }
 }
 
 /// Heartbeats this node's presence and reaps nodes that stopped doing so.

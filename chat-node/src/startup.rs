@@ -1,6 +1,7 @@
 //! The HTTP server and its one route table: `http` and `ws` each register their own
 //! routes here, so neither needs to know the other.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_session::storage::RedisSessionStore;
@@ -46,6 +47,22 @@ pub fn http_server(
     .shutdown_timeout(HTTP_GRACE.as_secs())
     .workers(workers)
     .bind(config.listen)?
+    .run();
+    Ok(server)
+}
+
+/// The internal listener: `/metrics` only, on one worker, kept off the public port.
+pub fn metrics_server(state: AppState, listen: SocketAddr) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(http::configure_internal)
+            .default_service(web::to(routes::not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(1)
+    .workers(1)
+    .bind(listen)?
     .run();
     Ok(server)
 }

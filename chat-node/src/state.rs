@@ -31,6 +31,28 @@ pub struct Limits {
 /// only bounds memory.
 const USER_CACHE_CAP: usize = 100_000;
 
+/// Whether MySQL and Redis answered the last background check.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    mysql: AtomicBool,
+    redis: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set(&self, mysql: bool, redis: bool) {
+        self.mysql.store(mysql, Ordering::Relaxed);
+        self.redis.store(redis, Ordering::Relaxed);
+    }
+
+    /// `(mysql, redis)`.
+    pub fn get(&self) -> (bool, bool) {
+        (
+            self.mysql.load(Ordering::Relaxed),
+            self.redis.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The handles on MySQL, Redis and the bus that a node wires together at start-up.
 pub struct Services {
     pub db: Db,
@@ -52,6 +74,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub draining: Arc<AtomicBool>,
+    pub readiness: Arc<Readiness>,
     /// Cancelled when the node drains: every socket task closes with 1012.
     pub shutdown: CancellationToken,
     /// Socket tasks, so a drain waits for the writes they have in flight.
@@ -79,6 +102,7 @@ impl AppState {
             metrics,
             limits: Arc::new(limits),
             draining: Arc::new(AtomicBool::new(false)),
+            readiness: Arc::new(Readiness::default()),
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
             users: Arc::new(Mutex::new(HashMap::new())),

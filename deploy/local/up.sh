@@ -36,7 +36,7 @@ echo "== migrating $DATABASE_URL"
 
 for n in 1 2; do
   port=$((8080 + n))
-  CHAT_LISTEN="127.0.0.1:$port" CHAT_NODE_ID="local-$n" \
+  CHAT_LISTEN="127.0.0.1:$port" CHAT_METRICS_LISTEN="127.0.0.1:$((9090 + n))" CHAT_NODE_ID="local-$n" \
     nohup "$bin" >"$run/node$n.log" 2>&1 </dev/null &
   echo $! >"$run/node$n.pid"
 done
@@ -62,6 +62,7 @@ Local chat cluster is up:
   open    http://localhost:8080   (nginx, load-balancing the two nodes)
   node 1  http://127.0.0.1:8081
   node 2  http://127.0.0.1:8082
+  metrics http://127.0.0.1:9091/metrics http://127.0.0.1:9092/metrics
   logs    $run/node1.log $run/node2.log
   stop    deploy/local/down.sh
 MSG

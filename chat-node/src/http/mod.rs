@@ -30,8 +30,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/users").route(web::get().to(users::list)))
     .service(resource("/healthz").route(web::get().to(health::healthz)))
     .service(resource("/readyz").route(web::get().to(health::readyz)))
-    .service(resource("/metrics").route(web::get().to(health::metrics)))
     .configure(assets::configure);
+}
+
+/// The internal listener's routes: only what operators scrape.
+pub fn configure_internal(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics").route(web::get().to(health::metrics)));
 }
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {

@@ -37,6 +37,8 @@ pub fn free_port() -> u16 {
 pub struct Node {
     child: Option<Child>,
     pub port: u16,
+    /// The internal listener, which serves `/metrics`.
+    pub metrics_port: u16,
     pub id: String,
     extra_env: Vec<(String, String)>,
 }
@@ -44,6 +46,10 @@ pub struct Node {
 impl Node {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
     }
 
     pub fn pid(&self) -> i32 {
@@ -89,6 +95,7 @@ impl Cluster {
             let node = Node {
                 child: None,
                 port: free_port(),
+                metrics_port: free_port(),
                 id: format!("node-{tag}-{i}"),
                 extra_env: env
                     .iter()
@@ -124,6 +131,10 @@ impl Cluster {
         let node = &self.nodes[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat-node"));
         cmd.env("CHAT_LISTEN", format!("127.0.0.1:{}", node.port))
+            .env(
+                "CHAT_METRICS_LISTEN",
+                format!("127.0.0.1:{}", node.metrics_port),
+            )
             .env("DATABASE_URL", self.database_url())
             .env("REDIS_URL", "redis://127.0.0.1:6379")
             .env("CHAT_REDIS_PREFIX", &self.prefix)

@@ -278,7 +278,7 @@ async fn health_metrics_client_and_unknown_routes() {
     let u = c.user(0);
     assert_eq!(u.get("/healthz").await.status(), 200);
     assert_eq!(u.get("/readyz").await.status(), 200);
-    let r = u.get("/metrics").await;
+    let r = c.http.get(c.nodes[0].metrics_url()).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("chat_ws_connections"));
     let r = u.get("/").await;

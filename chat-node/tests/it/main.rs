@@ -14,6 +14,7 @@ mod drain;
 mod encoding;
 mod headers;
 mod http_api;
+mod internal;
 mod lb;
 mod metrics;
 mod migrations;

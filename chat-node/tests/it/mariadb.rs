@@ -131,6 +131,11 @@ impl MariaDb {
         }
     }
 
+    /// The server's pid while it runs, to pause it (SIGSTOP) like a hung database.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, by the pid of the child this value started: no shutdown, no flush
     /// beyond what InnoDB already made durable.
     pub fn kill(&mut self) {

@@ -25,8 +25,9 @@ async fn counters_move_after_a_chat() {
         .await;
     a.expect_type("error").await;
 
-    let m0 = alice.get("/metrics").await.text().await.unwrap();
-    let m1 = bob.get("/metrics").await.text().await.unwrap();
+    let scrape = |i: usize| c.http.get(c.nodes[i].metrics_url()).send();
+    let m0 = scrape(0).await.unwrap().text().await.unwrap();
+    let m1 = scrape(1).await.unwrap().text().await.unwrap();
     assert_eq!(value(&m0, "chat_messages_received_total"), 3.0);
     assert_eq!(value(&m0, "chat_messages_stored_total"), 3.0);
     assert_eq!(value(&m0, "chat_messages_published_total"), 3.0);

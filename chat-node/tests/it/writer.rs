@@ -337,7 +337,7 @@ async fn concurrent_senders(max_batch: &str) -> Run {
     for i in 0..2 {
         let text = c
             .http
-            .get(format!("{}/metrics", c.url(i)))
+            .get(c.nodes[i].metrics_url())
             .send()
             .await
             .expect("metrics")
