@@ -75,7 +75,8 @@ pub struct Config {
     /// Redis connections per node, besides the one pub/sub subscriber.
     #[arg(long, env = "CHAT_REDIS_POOL_SIZE", default_value_t = 16)]
     pub redis_pool_size: usize,
-    /// Failed logins per username within 5 minutes before logins answer 429.
+    /// Failed logins per username within 5 minutes, attempts in progress included,
+    /// before logins for it answer 429.
     #[arg(long, env = "CHAT_LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
     /// Sustained WebSocket frames per second a connection may send.
@@ -112,6 +113,18 @@ pub struct Config {
     /// the public network.
     #[arg(long, env = "CHAT_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
+    /// Failed logins from one client address within 5 minutes, attempts in progress
+    /// included, before its logins answer 429.
+    #[arg(
+        long,
+        env = "CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        default_value_t = 100
+    )]
+    pub login_max_failures_per_address: u32,
+    /// Registrations from one client address within an hour before its registrations
+    /// answer 429.
+    #[arg(long, env = "CHAT_REGISTER_MAX_PER_ADDRESS", default_value_t = 20)]
+    pub register_max_per_address: u32,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.

@@ -8,6 +8,7 @@
 //! a retry); bugs are logged too and shown only as `internal` (500, not worth one).
 //! `anyhow` lives in `main.rs` alone.
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use chat_common::error::{ApiError, ErrorBody};
@@ -22,6 +23,9 @@ use crate::storage::StoreError;
 pub enum AppError {
     #[error(transparent)]
     Client(#[from] ApiError),
+    /// Refused for now; the answer says when to retry (`Retry-After`).
+    #[error("{error} (retry after {after_secs} s)")]
+    RetryLater { error: ApiError, after_secs: u64 },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("redis: {0}")]
@@ -69,9 +73,16 @@ impl AppError {
         Self::Client(ApiError::new(code, message))
     }
 
+    pub fn retry_later(code: ErrorCode, message: impl Into<String>, after_secs: u64) -> Self {
+        Self::RetryLater {
+            error: ApiError::new(code, message),
+            after_secs,
+        }
+    }
+
     fn code(&self) -> ErrorCode {
         match self {
-            Self::Client(e) => e.code,
+            Self::Client(e) | Self::RetryLater { error: e, .. } => e.code,
             Self::Store(_) | Self::Redis(_) | Self::Session(_) | Self::SubscriberNotReady => {
                 ErrorCode::Unavailable
             }
@@ -83,7 +94,7 @@ impl AppError {
     /// caller forgets, and their causes stay in the log.
     pub fn to_api(&self) -> ApiError {
         match self {
-            Self::Client(e) => e.clone(),
+            Self::Client(e) | Self::RetryLater { error: e, .. } => e.clone(),
             Self::Internal(_) => {
                 tracing::error!(error = %self, "internal error");
                 ApiError::new(ErrorCode::Internal, "something went wrong on the server")
@@ -128,7 +139,12 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         let api = self.to_api();
         tracing::info!(code = %api.code, "request refused");
-        error_response(api)
+        let mut res = error_response(api);
+        if let Self::RetryLater { after_secs, .. } = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*after_secs));
+        }
+        res
     }
 }
 
@@ -156,6 +172,18 @@ mod tests {
             StatusCode::FORBIDDEN
         );
         assert_eq!(status_for(ErrorCode::InvalidBody), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_refusal_for_now_says_when_to_retry() {
+        let busy = AppError::retry_later(ErrorCode::TooManyAttempts, "slow down", 42);
+        let res = busy.error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            res.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from(42u64))
+        );
+        assert_eq!(busy.to_api().message, "slow down");
     }
 
     #[test]

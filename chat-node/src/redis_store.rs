@@ -1,16 +1,58 @@
 //! The Redis pool and the names of every key, all under the node's prefix (channel names
 //! live with the bus, in `bus::channel`).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
+use redis::Script;
 
 use deadpool_redis::{
     Config as PoolConfig, Connection, Pool, PoolConfig as Sizing, Runtime, Timeouts,
 };
 
 const POOL_WAIT: Duration = Duration::from_secs(3);
+
+/// Counts one attempt on every key unless one of them is at its limit, atomically, so
+/// parallel attempts never pass a limit together. KEYS: the counters; ARGV[1]: the
+/// window in seconds, from a key's first attempt; ARGV[1 + i]: the limit of KEYS[i].
+/// Returns 0 when counted, else the seconds left in the window of a full key.
+static COUNT_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('TTL', key)
+    if ttl < 1 then
+      redis.call('EXPIRE', key, ARGV[1])
+      ttl = tonumber(ARGV[1])
+    end
+    return ttl
+  end
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then
+    redis.call('EXPIRE', key, ARGV[1])
+  end
+end
+return 0
+",
+    )
+});
+
+/// A login that succeeded: its username's failures are forgiven, and its address no
+/// longer counts it. KEYS[1]: the username's counter, KEYS[2]: the address's.
+static FORGIVE_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[1])
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then
+  redis.call('DECR', KEYS[2])
+end
+return 0
+",
+    )
+});
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -71,12 +113,23 @@ impl Keys {
         format!("{}:presence:online", self.prefix)
     }
 
-    pub fn login_failures(&self, username: &str) -> String {
+    /// Login attempts for a username, any casing: failed ones and those in progress.
+    pub fn login_attempts(&self, username: &str) -> String {
         format!(
-            "{}:login-failures:{}",
+            "{}:login-attempts:user:{}",
             self.prefix,
             username.to_ascii_lowercase()
         )
+    }
+
+    /// Login attempts from a client address: failed ones and those in progress.
+    pub fn address_login_attempts(&self, address: &str) -> String {
+        format!("{}:login-attempts:addr:{address}", self.prefix)
+    }
+
+    /// Registrations from a client address.
+    pub fn address_registrations(&self, address: &str) -> String {
+        format!("{}:registrations:addr:{address}", self.prefix)
     }
 }
 
@@ -134,39 +187,31 @@ impl Redis {
         Ok(())
     }
 
-    /// Failed logins for `username` in the current window.
-    pub async fn login_failures(&self, username: &str) -> Result<u32, RedisError> {
-        let mut conn = self.conn().await?;
-        let failures: Option<u32> = redis::cmd("GET")
-            .arg(self.keys.login_failures(username))
-            .query_async(&mut conn)
-            .await?;
-        Ok(failures.unwrap_or(0))
-    }
-
-    /// Counts a failed login; the window starts again with each failure.
-    pub async fn record_login_failure(
+    /// Counts an attempt against each `(key, limit)` unless one is at its limit already;
+    /// then answers `Some(seconds until that key's window ends)` and counts nothing.
+    pub async fn count_attempt(
         &self,
-        username: &str,
-        window_secs: i64,
-    ) -> Result<(), RedisError> {
-        let key = self.keys.login_failures(username);
+        limits: &[(String, u32)],
+        window_secs: u64,
+    ) -> Result<Option<u64>, RedisError> {
+        let mut call = COUNT_ATTEMPT.prepare_invoke();
+        call.arg(window_secs);
+        for (key, limit) in limits {
+            call.key(key).arg(*limit);
+        }
         let mut conn = self.conn().await?;
-        redis::pipe()
-            .incr(&key, 1)
-            .ignore()
-            .expire(&key, window_secs)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        let retry_after: u64 = call.invoke_async(&mut conn).await?;
+        Ok((retry_after > 0).then_some(retry_after))
     }
 
-    pub async fn clear_login_failures(&self, username: &str) -> Result<(), RedisError> {
+    /// A successful login: clears the username's count and takes the attempt off the
+    /// address's.
+    pub async fn forgive_login(&self, username: &str, address: &str) -> Result<(), RedisError> {
         let mut conn = self.conn().await?;
-        redis::cmd("DEL")
-            .arg(self.keys.login_failures(username))
-            .query_async::<()>(&mut conn)
+        FORGIVE_LOGIN
+            .key(self.keys.login_attempts(username))
+            .key(self.keys.address_login_attempts(address))
+            .invoke_async::<()>(&mut conn)
             .await?;
         Ok(())
     }

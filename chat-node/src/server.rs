@@ -81,6 +81,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let limits = Limits {
         bcrypt_cost: config.bcrypt_cost,
         login_max_failures: config.login_max_failures,
+        login_max_failures_per_address: config.login_max_failures_per_address,
+        register_max_per_address: config.register_max_per_address,
         ws_rate: config.ws_rate,
         ws_burst: config.ws_burst,
         allowed_origins: config.allowed_origins(),

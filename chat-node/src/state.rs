@@ -22,6 +22,8 @@ use crate::storage::Db;
 pub struct Limits {
     pub bcrypt_cost: u32,
     pub login_max_failures: u32,
+    pub login_max_failures_per_address: u32,
+    pub register_max_per_address: u32,
     pub ws_rate: u32,
     pub ws_burst: u32,
     pub allowed_origins: Vec<String>,

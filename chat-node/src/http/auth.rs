@@ -1,25 +1,42 @@
 //! Accounts, login and logout; what a session holds is [`crate::session`]'s business.
 
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use actix_session::Session;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chat_common::protocol::{Credentials, UserInfo};
 use chat_common::{validate, ErrorCode};
 
 use crate::error::AppError;
+use crate::routes::TrustedProxies;
 use crate::session::{self, SessionUser};
 use crate::state::AppState;
 use crate::storage::users::{CreateUserError, User};
 
-/// The window in which failed logins are counted.
-const FAILURE_WINDOW_SECS: i64 = 300;
+/// The window in which failed logins are counted, from the first one.
+const FAILURE_WINDOW_SECS: u64 = 300;
+/// The window in which registrations from one address are counted.
+const REGISTRATION_WINDOW_SECS: u64 = 3600;
 /// A hash at the configured cost, checked when the user does not exist so that an unknown
 /// user and a wrong password take equally long.
 static DUMMY_HASH: OnceLock<String> = OnceLock::new();
 
 fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(e.to_string())
+}
+
+/// What the per-address limits count: the client's address, or for IPv6 its /64, which
+/// one client usually holds whole.
+fn address_key(proxies: &TrustedProxies, req: &HttpRequest) -> String {
+    match proxies.client(req) {
+        Some(IpAddr::V6(ip)) => {
+            let s = ip.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
+    }
 }
 
 fn info(user: &User) -> Result<UserInfo, AppError> {
@@ -54,11 +71,29 @@ async fn verify(password: String, hash: String) -> bool {
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn register(
     state: web::Data<AppState>,
+    proxies: web::Data<TrustedProxies>,
+    req: HttpRequest,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, AppError> {
     let Credentials { username, password } = body.into_inner();
     validate::username(&username)?;
     validate::password(&password)?;
+    let address = address_key(&proxies, &req);
+    let limit = [(
+        state.redis.keys.address_registrations(&address),
+        state.limits.register_max_per_address,
+    )];
+    if let Some(after) = state
+        .redis
+        .count_attempt(&limit, REGISTRATION_WINDOW_SECS)
+        .await?
+    {
+        return Err(AppError::retry_later(
+            ErrorCode::TooManyAttempts,
+            "too many registrations from this address; try again later",
+            after,
+        ));
+    }
     let hashed = hash(password, state.limits.bcrypt_cost).await?;
     let user = match state.db.create_user(&username, &hashed).await {
         Ok(user) => user,
@@ -81,6 +116,8 @@ pub async fn register(
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn login(
     state: web::Data<AppState>,
+    proxies: web::Data<TrustedProxies>,
+    req: HttpRequest,
     session: Session,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, AppError> {
@@ -89,11 +126,29 @@ pub async fn login(
     if validate::username(&username).is_err() || validate::password(&password).is_err() {
         return Err(invalid());
     }
+    // Counted before the check, atomically: parallel guesses cannot all pass the limits.
     // The Redis connection is held per call, never across the bcrypt check below.
-    if state.redis.login_failures(&username).await? >= state.limits.login_max_failures {
-        return Err(AppError::client(
+    let address = address_key(&proxies, &req);
+    let keys = &state.redis.keys;
+    let limits = [
+        (
+            keys.login_attempts(&username),
+            state.limits.login_max_failures,
+        ),
+        (
+            keys.address_login_attempts(&address),
+            state.limits.login_max_failures_per_address,
+        ),
+    ];
+    if let Some(after) = state
+        .redis
+        .count_attempt(&limits, FAILURE_WINDOW_SECS)
+        .await?
+    {
+        return Err(AppError::retry_later(
             ErrorCode::TooManyAttempts,
-            "too many failed logins for this user; wait a few minutes",
+            "too many failed logins; wait a few minutes",
+            after,
         ));
     }
     let found = state.db.user_with_hash(&username).await?;
@@ -110,15 +165,9 @@ pub async fn login(
     let ok = verify(password, hashed).await;
     let user = match (ok, user) {
         (true, Some(user)) => user,
-        _ => {
-            state
-                .redis
-                .record_login_failure(&username, FAILURE_WINDOW_SECS)
-                .await?;
-            return Err(invalid());
-        }
+        _ => return Err(invalid()),
     };
-    state.redis.clear_login_failures(&username).await?;
+    state.redis.forgive_login(&username, &address).await?;
     session::log_in(&session, &user)?;
     tracing::info!(user_id = user.id, "logged in");
     Ok(HttpResponse::Ok().json(info(&user)?))

@@ -16,6 +16,7 @@ mod headers;
 mod http_api;
 mod internal;
 mod lb;
+mod login_limits;
 mod metrics;
 mod migrations;
 mod mysql_outage;
