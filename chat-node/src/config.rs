@@ -125,6 +125,14 @@ pub struct Config {
     /// answer 429.
     #[arg(long, env = "CHAT_REGISTER_MAX_PER_ADDRESS", default_value_t = 20)]
     pub register_max_per_address: u32,
+    /// Threads that run bcrypt at once for logins and registrations; defaults to the
+    /// number of cores.
+    #[arg(long, env = "CHAT_BCRYPT_THREADS")]
+    pub bcrypt_threads: Option<usize>,
+    /// Logins and registrations that may wait for a bcrypt thread; past that they get 503
+    /// with Retry-After.
+    #[arg(long, env = "CHAT_BCRYPT_QUEUE", default_value_t = 64)]
+    pub bcrypt_queue: usize,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.
@@ -174,6 +182,11 @@ impl Config {
                 .filter(|o| !o.is_empty()),
         );
         origins
+    }
+
+    pub fn bcrypt_threads(&self) -> usize {
+        self.bcrypt_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
     }
 
     pub fn presence_heartbeat(&self) -> Duration {

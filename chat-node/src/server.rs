@@ -83,6 +83,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         login_max_failures: config.login_max_failures,
         login_max_failures_per_address: config.login_max_failures_per_address,
         register_max_per_address: config.register_max_per_address,
+        bcrypt_threads: config.bcrypt_threads(),
+        bcrypt_queue: config.bcrypt_queue,
         ws_rate: config.ws_rate,
         ws_burst: config.ws_burst,
         allowed_origins: config.allowed_origins(),

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chat_common::{validate, ErrorCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +25,8 @@ pub struct Limits {
     pub login_max_failures: u32,
     pub login_max_failures_per_address: u32,
     pub register_max_per_address: u32,
+    pub bcrypt_threads: usize,
+    pub bcrypt_queue: usize,
     pub ws_rate: u32,
     pub ws_burst: u32,
     pub allowed_origins: Vec<String>,
@@ -32,6 +35,63 @@ pub struct Limits {
 /// Users are never renamed or deleted, so a found user may be cached for good; the cap
 /// only bounds memory.
 const USER_CACHE_CAP: usize = 100_000;
+
+/// Where bcrypt runs: on at most `threads` blocking threads at once, with at most `queue`
+/// logins and registrations waiting for one; past that they are refused rather than
+/// piling up (each would hold a request, memory and a blocking thread).
+#[derive(Debug, Clone)]
+pub struct Bcrypt {
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
+
+/// One login's or registration's place with [`Bcrypt`], held until it answers.
+pub struct BcryptTicket {
+    _admitted: OwnedSemaphorePermit,
+    running: Arc<Semaphore>,
+}
+
+impl Bcrypt {
+    pub fn new(threads: usize, queue: usize) -> Self {
+        let threads = threads.max(1);
+        Self {
+            admitted: Arc::new(Semaphore::new(threads + queue)),
+            running: Arc::new(Semaphore::new(threads)),
+        }
+    }
+
+    /// A place, or `None` when every thread is busy and the queue is full.
+    pub fn admit(&self) -> Option<BcryptTicket> {
+        let admitted = self.admitted.clone().try_acquire_owned().ok()?;
+        Some(BcryptTicket {
+            _admitted: admitted,
+            running: self.running.clone(),
+        })
+    }
+}
+
+impl BcryptTicket {
+    /// Runs `work` on a blocking thread once a bcrypt thread is free. The thread is
+    /// counted until `work` ends, even if the request is gone by then.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        let lost = |e: &dyn std::fmt::Display| AppError::Internal(format!("bcrypt: {e}"));
+        let thread = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| lost(&e))?;
+        tokio::task::spawn_blocking(move || {
+            let _thread = thread;
+            work()
+        })
+        .await
+        .map_err(|e| lost(&e))
+    }
+}
 
 /// Whether MySQL and Redis answered the last background check.
 #[derive(Debug, Default)]
@@ -77,6 +137,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub draining: Arc<AtomicBool>,
     pub readiness: Arc<Readiness>,
+    pub bcrypt: Bcrypt,
     /// Cancelled when the node drains: every socket task closes with 1012.
     pub shutdown: CancellationToken,
     /// Socket tasks, so a drain waits for the writes they have in flight.
@@ -94,6 +155,7 @@ impl AppState {
             publisher,
             writer,
         } = services;
+        let bcrypt = Bcrypt::new(limits.bcrypt_threads, limits.bcrypt_queue);
         Self {
             db,
             publisher,
@@ -105,6 +167,7 @@ impl AppState {
             limits: Arc::new(limits),
             draining: Arc::new(AtomicBool::new(false)),
             readiness: Arc::new(Readiness::default()),
+            bcrypt,
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
             users: Arc::new(Mutex::new(HashMap::new())),

@@ -11,7 +11,7 @@ use chat_common::{validate, ErrorCode};
 use crate::error::AppError;
 use crate::routes::TrustedProxies;
 use crate::session::{self, SessionUser};
-use crate::state::AppState;
+use crate::state::{AppState, BcryptTicket};
 use crate::storage::users::{CreateUserError, User};
 
 /// The window in which failed logins are counted, from the first one.
@@ -47,25 +47,37 @@ fn info(user: &User) -> Result<UserInfo, AppError> {
     })
 }
 
-async fn hash(password: String, cost: u32) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
-        .await
-        .map_err(internal)?
+async fn hash(ticket: &BcryptTicket, password: String, cost: u32) -> Result<String, AppError> {
+    ticket
+        .run(move || bcrypt::hash(password, cost))
+        .await?
         .map_err(internal)
 }
 
-async fn dummy_hash(cost: u32) -> Result<String, AppError> {
+async fn dummy_hash(ticket: &BcryptTicket, cost: u32) -> Result<String, AppError> {
     if let Some(h) = DUMMY_HASH.get() {
         return Ok(h.clone());
     }
-    let h = hash("no such user".to_owned(), cost).await?;
+    let h = hash(ticket, "no such user".to_owned(), cost).await?;
     Ok(DUMMY_HASH.get_or_init(|| h).clone())
 }
 
-async fn verify(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+async fn verify(ticket: &BcryptTicket, password: String, hash: String) -> Result<bool, AppError> {
+    ticket
+        .run(move || bcrypt::verify(password, &hash).unwrap_or(false))
         .await
-        .unwrap_or(false)
+}
+
+/// A place with the bcrypt threads, or 503 with `Retry-After` when they are all busy and
+/// the queue is full.
+fn admit(state: &AppState) -> Result<BcryptTicket, AppError> {
+    state.bcrypt.admit().ok_or_else(|| {
+        AppError::retry_later(
+            ErrorCode::Unavailable,
+            "too many logins and registrations at once; retry in a moment",
+            1,
+        )
+    })
 }
 
 #[tracing::instrument(skip_all, fields(username = %body.username))]
@@ -78,6 +90,7 @@ pub async fn register(
     let Credentials { username, password } = body.into_inner();
     validate::username(&username)?;
     validate::password(&password)?;
+    let ticket = admit(&state)?;
     let address = address_key(&proxies, &req);
     let limit = [(
         state.redis.keys.address_registrations(&address),
@@ -94,7 +107,7 @@ pub async fn register(
             after,
         ));
     }
-    let hashed = hash(password, state.limits.bcrypt_cost).await?;
+    let hashed = hash(&ticket, password, state.limits.bcrypt_cost).await?;
     let user = match state.db.create_user(&username, &hashed).await {
         Ok(user) => user,
         Err(CreateUserError::Taken) => {
@@ -126,6 +139,7 @@ pub async fn login(
     if validate::username(&username).is_err() || validate::password(&password).is_err() {
         return Err(invalid());
     }
+    let ticket = admit(&state)?;
     // Counted before the check, atomically: parallel guesses cannot all pass the limits.
     // The Redis connection is held per call, never across the bcrypt check below.
     let address = address_key(&proxies, &req);
@@ -160,9 +174,9 @@ pub async fn login(
             }),
             u.password_hash,
         ),
-        None => (None, dummy_hash(state.limits.bcrypt_cost).await?),
+        None => (None, dummy_hash(&ticket, state.limits.bcrypt_cost).await?),
     };
-    let ok = verify(password, hashed).await;
+    let ok = verify(&ticket, password, hashed).await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
         _ => return Err(invalid()),

@@ -9,6 +9,7 @@ mod harness;
 mod mariadb;
 
 mod bad_frames;
+mod bcrypt_pool;
 mod chat;
 mod drain;
 mod encoding;
