@@ -26,6 +26,8 @@ pub enum ErrorCode {
     UsernameTaken,
     InvalidCredentials,
     TooManyAttempts,
+    /// The user already has the most WebSockets a node allows one user.
+    TooManyConnections,
     Unauthenticated,
     OriginNotAllowed,
     NotFound,

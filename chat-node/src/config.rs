@@ -100,6 +100,24 @@ pub struct Config {
     /// Messages that may wait for the writer before senders wait to hand theirs over
     #[arg(long, env = "CHAT_WRITER_QUEUE", default_value_t = 4096)]
     pub writer_queue: usize,
+    // WebSocket hardening: what one connection may cost the node.
+    /// `sync` and `chatHistory` requests per second a connection may send, sustained.
+    #[arg(long, env = "CHAT_WS_HISTORY_RATE", default_value_t = 5)]
+    pub ws_history_rate: u32,
+    /// `sync` and `chatHistory` requests a connection may send in a burst.
+    #[arg(long, env = "CHAT_WS_HISTORY_BURST", default_value_t = 10)]
+    pub ws_history_burst: u32,
+    /// Bytes that may wait for one connection before it is closed with 1008; at least
+    /// 256 KiB, twice the largest reply.
+    #[arg(long, env = "CHAT_WS_OUTBOX_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(256 * 1024..))]
+    pub ws_outbox_bytes: u64,
+    /// Seconds frames may wait for a connection that takes none of them before it is closed
+    /// with 1008.
+    #[arg(long, env = "CHAT_WS_SEND_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_send_timeout_secs: u64,
+    /// Open WebSockets one user may have on one node; more are refused with 429.
+    #[arg(long, env = "CHAT_WS_MAX_SOCKETS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_max_sockets_per_user: u64,
     // HTTP hardening: who is believed, and what a login or registration may cost.
     /// Comma-separated addresses or CIDR blocks of proxies whose X-Forwarded-For and
     /// X-Forwarded-Proto are believed; none by default, so clients cannot forge them.

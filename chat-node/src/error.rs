@@ -120,7 +120,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         OriginNotAllowed => StatusCode::FORBIDDEN,
         NotFound | UnknownUser => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        TooManyAttempts | RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        TooManyAttempts | RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
         UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub redis_pool_waiting: IntGauge,
     pub db_pool_wait: Histogram,
     pub redis_pool_wait: Histogram,
+    pub ws_frames_refused: IntCounterVec,
+    pub ws_forced_closes: IntCounterVec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +193,18 @@ impl Metrics {
                 &r,
                 "chat_redis_pool_wait_seconds",
                 "Wait for a Redis pool connection",
+            )?,
+            ws_frames_refused: counter_vec(
+                &r,
+                "chat_ws_frames_refused_total",
+                "Client frames dropped over a rate limit, by limit: rate or history_rate",
+                &["reason"],
+            )?,
+            ws_forced_closes: counter_vec(
+                &r,
+                "chat_ws_forced_closes_total",
+                "Sockets closed with 1008 for what they cost: slow_reader, stalled or flooding",
+                &["reason"],
             )?,
             registry: r,
         })

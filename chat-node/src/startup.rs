@@ -30,10 +30,12 @@ pub fn http_server(
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let socket_limits = ws::SocketLimits::new(config);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(state.metrics.clone()))
+            .app_data(web::Data::new(socket_limits))
             .app_data(web::Data::new(proxies.clone()))
             .wrap(session::middleware(sessions.clone(), key.clone(), secure))
             .wrap_fn(routes::refuse_encoded_bodies)

@@ -1,5 +1,5 @@
-//! One pub/sub message to the local sockets it concerns. Sockets whose outbox is full are
-//! evicted here rather than slowing every other delivery down.
+//! One pub/sub message to the local sockets it concerns. A socket whose outbox is full is
+//! not waited for: its outbox asks it to close, and every other delivery goes on.
 
 use bytestring::ByteString;
 use serde::Deserialize;
@@ -7,7 +7,8 @@ use serde_json::value::RawValue;
 
 use super::channel::Channel;
 use super::envelope::{now_us, UserEvent};
-use super::hub::{ConnId, Hub, Outbound};
+use super::hub::{ConnId, Hub};
+use super::outbox::Closing;
 
 impl Hub {
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
@@ -26,7 +27,7 @@ impl Hub {
             return;
         };
         let text = ByteString::from(text.to_owned());
-        let mut reg = self.registry();
+        let reg = self.registry();
         // Everyone's presence, but not one's own: the directory leaves oneself out.
         let mut ids: Vec<ConnId> = reg
             .everyone
@@ -37,8 +38,7 @@ impl Hub {
         if let Some(watchers) = reg.watchers.get(name) {
             ids.extend(watchers.iter().filter(|id| !reg.everyone.contains(id)));
         }
-        let stuck = reg.broadcast(&ids, &text);
-        reg.evict(stuck);
+        reg.broadcast(&ids, &text);
     }
 
     /// A user registered: sockets that list everyone learn of them (they already follow
@@ -56,7 +56,7 @@ impl Hub {
             return;
         };
         let text = ByteString::from(text.to_owned());
-        let mut reg = self.registry();
+        let reg = self.registry();
         let ids: Vec<ConnId> = reg
             .everyone
             .iter()
@@ -67,8 +67,7 @@ impl Hub {
                     .is_some_and(|c| !c.username.eq_ignore_ascii_case(&user.username))
             })
             .collect();
-        let stuck = reg.broadcast(&ids, &text);
-        reg.evict(stuck);
+        reg.broadcast(&ids, &text);
     }
 
     fn dispatch_user(&self, user_id: i64, payload: &[u8]) {
@@ -91,12 +90,10 @@ impl Hub {
                 ..
             } => {
                 for id in ids {
-                    let same = reg
-                        .conns
-                        .get(&id)
-                        .is_some_and(|c| c.session_tag == session_tag);
-                    if same {
-                        reg.send(id, Outbound::Close(1008, "logged out"));
+                    if let Some(conn) = reg.conns.get(&id) {
+                        if conn.session_tag == session_tag {
+                            conn.outbox.request_close(Closing::new(1008, "logged out"));
+                        }
                     }
                 }
             }
@@ -107,15 +104,13 @@ impl Hub {
                 ..
             } => {
                 let text = ByteString::from(frame.get().to_owned());
-                let stuck = reg.broadcast(&ids, &text);
+                let delivered = reg.broadcast(&ids, &text) as u64;
                 let mut changed = false;
                 if let Some(peer) = &peer {
                     for id in &ids {
                         changed |= reg.add_watch(*id, peer);
                     }
                 }
-                let delivered = (ids.len() - stuck.len()) as u64;
-                reg.evict(stuck);
                 drop(reg);
                 if changed {
                     self.notify_changed();
@@ -134,122 +129,129 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
-
-    use super::super::hub::tests::{dirty, hub, socket, text};
+    use super::super::hub::tests::{dirty, hub, open_outbox, socket, text};
+    use super::super::outbox::{Frame, TOO_SLOW};
     use super::*;
 
     #[test]
     fn presence_reaches_the_sockets_that_watch_the_user_only() {
         let hub = hub();
-        let (a, mut ra) = socket(&hub, 1, "ann");
-        let (_b, mut rb) = socket(&hub, 2, "ben");
+        let (a, ra) = socket(&hub, 1, "ann");
+        let (_b, rb) = socket(&hub, 2, "ben");
         hub.watch(a, ["cat", "ann"]);
         hub.dispatch(
             "t:p:ann",
             br#"{"type":"presence","username":"ann","online":true}"#,
         );
-        assert_eq!(text(&mut ra), None, "not one's own presence");
+        assert_eq!(text(&ra), None, "not one's own presence");
         let dirty = dirty(&hub);
         assert!(dirty.contains(&("t:p:cat".to_owned(), true)), "{dirty:?}");
         hub.dispatch(
             "t:p:cat",
             br#"{"type":"presence","username":"cat","online":true}"#,
         );
-        assert!(text(&mut ra).is_some_and(|t| t.contains("cat")));
-        assert_eq!(text(&mut rb), None);
+        assert!(text(&ra).is_some_and(|t| t.contains("cat")));
+        assert_eq!(text(&rb), None);
     }
 
     #[test]
     fn a_message_goes_to_every_socket_of_the_user_and_follows_the_peer() {
         let hub = hub();
-        let (a1, mut r1) = socket(&hub, 1, "ann");
-        let (_a2, mut r2) = socket(&hub, 1, "ann");
+        let (a1, r1) = socket(&hub, 1, "ann");
+        let (_a2, r2) = socket(&hub, 1, "ann");
         dirty(&hub);
         let frame = serde_json::json!({"type": "typing", "from": "dan"});
         let event =
             serde_json::to_vec(&UserEvent::frame(&frame, Some("dan".into()), None)).unwrap();
         hub.dispatch("t:u:1", &event);
-        let got = text(&mut r1).unwrap();
+        let got = text(&r1).unwrap();
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&got).unwrap(),
             frame
         );
-        assert_eq!(text(&mut r2), Some(got));
+        assert_eq!(text(&r2), Some(got));
         assert_eq!(dirty(&hub), vec![("t:p:dan".to_owned(), true)]);
         hub.unregister(a1);
         hub.dispatch("t:u:1", &event);
-        assert!(text(&mut r2).is_some(), "the other socket still gets it");
+        assert!(text(&r2).is_some(), "the other socket still gets it");
     }
 
     #[test]
     fn sockets_listing_everyone_get_every_presence_change_but_their_own() {
         let hub = hub();
-        let (a, mut ra) = socket(&hub, 1, "ann");
-        let (b, mut rb) = socket(&hub, 2, "ben");
+        let (a, ra) = socket(&hub, 1, "ann");
+        let (b, rb) = socket(&hub, 2, "ben");
         hub.watch(b, ["cat"]);
         hub.follow_everyone(a);
         hub.dispatch(
             "t:p:dan",
             br#"{"type":"presence","username":"dan","online":true}"#,
         );
-        assert!(text(&mut ra).is_some_and(|t| t.contains("dan")));
-        assert_eq!(text(&mut rb), None, "ben does not follow dan");
+        assert!(text(&ra).is_some_and(|t| t.contains("dan")));
+        assert_eq!(text(&rb), None, "ben does not follow dan");
         hub.dispatch(
             "t:p:cat",
             br#"{"type":"presence","username":"cat","online":true}"#,
         );
-        assert!(text(&mut ra).is_some());
-        assert!(text(&mut rb).is_some(), "ben follows cat");
+        assert!(text(&ra).is_some());
+        assert!(text(&rb).is_some(), "ben follows cat");
         hub.dispatch(
             "t:p:ann",
             br#"{"type":"presence","username":"ann","online":true}"#,
         );
-        assert_eq!(text(&mut ra), None, "not one's own presence");
+        assert_eq!(text(&ra), None, "not one's own presence");
         hub.dispatch("t:p:x:u:1", b"{}");
-        assert_eq!(text(&mut ra), None, "not a presence channel of ours");
+        assert_eq!(text(&ra), None, "not a presence channel of ours");
     }
 
     #[test]
     fn new_users_are_announced_to_sockets_listing_everyone() {
         let hub = hub();
-        let (a, mut ra) = socket(&hub, 1, "ann");
-        let (_b, mut rb) = socket(&hub, 2, "ben");
+        let (a, ra) = socket(&hub, 1, "ann");
+        let (_b, rb) = socket(&hub, 2, "ben");
         hub.follow_everyone(a);
         hub.dispatch(
             "t:directory",
             br#"{"type":"presence","username":"eve","online":false}"#,
         );
-        assert!(text(&mut ra).is_some_and(|t| t.contains("eve")));
-        assert_eq!(text(&mut rb), None);
+        assert!(text(&ra).is_some_and(|t| t.contains("eve")));
+        assert_eq!(text(&rb), None);
     }
 
-    #[test]
-    fn logout_closes_only_the_sockets_of_that_session() {
+    #[tokio::test]
+    async fn logout_closes_only_the_sockets_of_that_session() {
         let hub = hub();
-        let (tx1, mut r1) = mpsc::channel(8);
-        let (tx2, mut r2) = mpsc::channel(8);
-        hub.register(1, "ann", "phone", tx1);
-        hub.register(1, "ann", "laptop", tx2);
+        let phone = open_outbox(1024);
+        let laptop = open_outbox(1024);
+        hub.register(1, "ann", "phone", phone.clone(), 10).unwrap();
+        hub.register(1, "ann", "laptop", laptop.clone(), 10)
+            .unwrap();
         let event = serde_json::to_vec(&UserEvent::<()>::logout("phone".into())).unwrap();
         hub.dispatch("t:u:1", &event);
-        assert!(matches!(r1.try_recv(), Ok(Outbound::Close(1008, _))));
-        assert!(r2.try_recv().is_err());
+        assert_eq!(phone.closing().await.code, 1008);
+        let unasked =
+            tokio::time::timeout(std::time::Duration::from_millis(50), laptop.closing()).await;
+        assert!(unasked.is_err(), "the laptop's session is still logged in");
     }
 
-    #[test]
-    fn a_socket_whose_outbox_is_full_is_evicted() {
+    #[tokio::test]
+    async fn a_socket_whose_outbox_is_full_is_asked_to_close_and_others_still_receive() {
         let hub = hub();
-        let (tx, mut rx) = mpsc::channel(1);
-        hub.register(1, "ann", "tag", tx);
         let frame = serde_json::json!({"type": "typing", "from": "dan"});
         let event = serde_json::to_vec(&UserEvent::frame(&frame, None, None)).unwrap();
+        let one_frame = serde_json::to_string(&frame).unwrap().len();
+        let slow = open_outbox(one_frame);
+        hub.register(1, "ann", "tag", slow.clone(), 10).unwrap();
+        let (_, other) = socket(&hub, 1, "ann");
         hub.dispatch("t:u:1", &event);
         hub.dispatch("t:u:1", &event);
-        assert!(text(&mut rx).is_some());
+        assert_eq!(slow.closing().await, TOO_SLOW);
+        assert!(text(&slow).is_some(), "the first frame fitted");
+        assert!(text(&slow).is_none(), "the second did not");
+        assert!(text(&other).is_some() && text(&other).is_some());
         assert!(
-            matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)),
-            "the outbox is closed, so the socket task closes the socket"
+            !slow.push(Frame::Ping),
+            "a socket that is too slow takes nothing more"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The node's local connections: who is connected here, and whose presence each socket
 //! follows. Everything a pub/sub message needs to find its sockets lives in [`Registry`],
-//! behind one mutex that is never held across an await.
+//! behind one mutex that is never held across an await. Each socket's [`Outbox`] bounds
+//! what waits for it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,29 +13,25 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, Channels};
 use super::interest::{self, Demand, Interest, SubChange};
+use super::outbox::{Closing, Frame, Outbox};
 use crate::metrics::Metrics;
 use crate::redis_store::Keys;
 
 pub type ConnId = u64;
 
-/// How many frames may wait for one slow socket before the node gives up on it.
-pub const OUTBOX_CAPACITY: usize = 512;
 /// How long a new socket waits for its subscriptions before giving up.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a socket task is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    Text(ByteString),
-    /// Close with this code (the session was logged out, or the node lost Redis).
-    Close(u16, &'static str),
-}
+/// The user already has the most sockets the node allows one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many sockets for one user")]
+pub struct TooManySockets;
 
 pub(super) struct Conn {
     pub(super) user_id: i64,
     pub(super) username: String,
     pub(super) session_tag: String,
-    tx: mpsc::Sender<Outbound>,
+    pub(super) outbox: Outbox,
     /// Users whose presence this socket follows, besides everyone's when it is in
     /// `Registry::everyone`.
     pub(super) watching: HashSet<String>,
@@ -71,19 +68,19 @@ impl Registry {
         self.interest.everyone_toggled(self.watchers.keys());
     }
 
-    pub(super) fn send(&self, id: ConnId, out: Outbound) -> bool {
-        match self.conns.get(&id) {
-            Some(conn) => conn.tx.try_send(out).is_ok(),
-            None => false,
+    /// Queues `text` for each socket; returns how many took it. A socket whose outbox is
+    /// full is closing (its outbox asked it to) rather than slowing everyone down.
+    pub(super) fn broadcast(&self, ids: &[ConnId], text: &ByteString) -> usize {
+        let mut delivered = 0;
+        for id in ids {
+            let Some(conn) = self.conns.get(id) else {
+                continue;
+            };
+            if conn.outbox.push(Frame::Text(text.clone())) {
+                delivered += 1;
+            }
         }
-    }
-
-    /// Queues `text` for each socket; returns those whose outbox was full.
-    pub(super) fn broadcast(&self, ids: &[ConnId], text: &ByteString) -> Vec<ConnId> {
-        ids.iter()
-            .copied()
-            .filter(|id| !self.send(*id, Outbound::Text(text.clone())))
-            .collect()
+        delivered
     }
 
     /// Makes socket `id` follow `name`'s presence; true when the node must subscribe.
@@ -105,19 +102,6 @@ impl Registry {
             return true;
         }
         false
-    }
-
-    /// Sockets whose outbox is full are closed rather than slowing everyone down; the
-    /// client reconnects and syncs.
-    pub(super) fn evict(&mut self, stuck: Vec<ConnId>) {
-        for id in stuck {
-            tracing::warn!(conn = id, "socket too slow, closing it");
-            // Dropping the sender ends the socket task's outbox, which closes the socket.
-            if let Some(conn) = self.conns.get_mut(&id) {
-                let (dead, _) = mpsc::channel(1);
-                conn.tx = dead;
-            }
-        }
     }
 }
 
@@ -182,22 +166,27 @@ impl Hub {
         self.inner.changed.notified().await;
     }
 
+    /// Adds a socket unless its user already has `max_per_user` on this node.
     pub fn register(
         &self,
         user_id: i64,
         username: &str,
         session_tag: &str,
-        tx: mpsc::Sender<Outbound>,
-    ) -> ConnId {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        outbox: Outbox,
+        max_per_user: usize,
+    ) -> Result<ConnId, TooManySockets> {
         let mut reg = self.registry();
+        if reg.by_user.get(&user_id).map_or(0, HashSet::len) >= max_per_user {
+            return Err(TooManySockets);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         reg.conns.insert(
             id,
             Conn {
                 user_id,
                 username: username.to_owned(),
                 session_tag: session_tag.to_owned(),
-                tx,
+                outbox,
                 watching: HashSet::new(),
             },
         );
@@ -210,7 +199,7 @@ impl Hub {
         drop(reg);
         self.inner.metrics.connected_users.set(users as i64);
         self.notify_changed();
-        id
+        Ok(id)
     }
 
     pub fn unregister(&self, id: ConnId) {
@@ -317,10 +306,10 @@ impl Hub {
     }
 
     /// Asks every socket to close, e.g. when deliveries may have been missed.
-    pub fn close_all(&self, code: u16, reason: &'static str) {
+    pub fn close_all(&self, closing: Closing) {
         let reg = self.registry();
         for conn in reg.conns.values() {
-            let _ = conn.tx.try_send(Outbound::Close(code, reason));
+            conn.outbox.request_close(closing);
         }
     }
 }
@@ -333,9 +322,13 @@ pub(super) mod tests {
         Hub::new(Keys::new("t"), Metrics::new().unwrap()).0
     }
 
-    pub fn socket(hub: &Hub, user_id: i64, name: &str) -> (ConnId, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(8);
-        (hub.register(user_id, name, "tag", tx), rx)
+    /// A registered socket whose first frame went out, so its outbox hands on what comes.
+    pub fn socket(hub: &Hub, user_id: i64, name: &str) -> (ConnId, Outbox) {
+        let outbox = open_outbox(1024);
+        let id = hub
+            .register(user_id, name, "tag", outbox.clone(), 10)
+            .unwrap();
+        (id, outbox)
     }
 
     /// (channel, wanted) of what the subscriber would change now.
@@ -349,11 +342,38 @@ pub(super) mod tests {
         changes
     }
 
-    pub fn text(rx: &mut mpsc::Receiver<Outbound>) -> Option<String> {
-        match rx.try_recv() {
-            Ok(Outbound::Text(t)) => Some(t.to_string()),
+    pub fn open_outbox(limit: usize) -> Outbox {
+        let outbox = Outbox::new(limit);
+        outbox.open(Frame::Ping);
+        assert!(matches!(
+            outbox.poll_take(&mut std::task::Context::from_waker(std::task::Waker::noop())),
+            std::task::Poll::Ready(Some(Frame::Ping))
+        ));
+        outbox
+    }
+
+    /// The next frame waiting in `outbox`, if it is text.
+    pub fn text(outbox: &Outbox) -> Option<String> {
+        let waker = std::task::Waker::noop();
+        match outbox.poll_take(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(Some(Frame::Text(t))) => Some(t.to_string()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_user_gets_at_most_the_allowed_sockets() {
+        let hub = hub();
+        let outbox = Outbox::new(10);
+        assert!(hub.register(1, "ann", "t", outbox.clone(), 2).is_ok());
+        let second = hub.register(1, "ann", "t", outbox.clone(), 2).unwrap();
+        assert_eq!(
+            hub.register(1, "ann", "t", outbox.clone(), 2),
+            Err(TooManySockets)
+        );
+        assert!(hub.register(2, "ben", "t", outbox.clone(), 2).is_ok());
+        hub.unregister(second);
+        assert!(hub.register(1, "ann", "t", outbox, 2).is_ok());
     }
 
     #[test]

@@ -14,10 +14,12 @@ mod dispatch;
 pub mod envelope;
 pub mod hub;
 mod interest;
+pub mod outbox;
 pub mod publish;
 mod subscriber;
 
 pub use envelope::{frame_text, now_us, UserEvent};
-pub use hub::{ConnId, Hub, Outbound, OUTBOX_CAPACITY};
+pub use hub::{ConnId, Hub, TooManySockets};
+pub use outbox::{Closing, Frame, Outbox};
 pub use publish::Publisher;
 pub use subscriber::run_subscriber;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{FlushRequests, Hub};
 use super::interest::SubChange;
+use super::outbox::Closing;
 use crate::redis_store::Redis;
 
 const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(500);
@@ -35,7 +36,7 @@ pub async fn run_subscriber(
         if !first {
             // Messages published while we were away are not replayed by Redis: close the
             // sockets so their clients reconnect and `sync` what they missed.
-            hub.close_all(1012, "node lost its redis subscription");
+            hub.close_all(Closing::new(1012, "node lost its redis subscription"));
         }
         first = false;
         let (mut sink, mut stream) = pubsub.split();

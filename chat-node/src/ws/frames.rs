@@ -1,40 +1,91 @@
 //! What each client frame does. Handling a frame runs to completion (stored, then
 //! published) before the socket task looks at anything else, which is what lets a drain
-//! promise that nothing acknowledged is unstored and nothing stored is unpublished.
+//! promise that nothing acknowledged is unstored and nothing stored is unpublished. Each
+//! frame gets at most one reply, of bounded size.
 
+use std::collections::HashMap;
+use std::io;
+
+use actix_ws::AggregatedMessage;
 use bytestring::ByteString;
 use chat_common::error::ApiError;
 use chat_common::protocol::{
-    ClientFrame, ServerFrame, UserStatus, DIRECTORY_LIMIT, HISTORY_DEFAULT_LIMIT,
+    ChatMessage, ClientFrame, ServerFrame, UserStatus, DIRECTORY_LIMIT, HISTORY_DEFAULT_LIMIT,
     SYNC_DEFAULT_LIMIT,
 };
-use chat_common::ErrorCode;
-use std::collections::HashMap;
+use chat_common::{ErrorCode, MessageId};
 
-use super::rate::TokenBucket;
-use crate::bus::{frame_text, ConnId};
+use super::rate::{FloodGuard, TokenBucket};
+use super::SocketLimits;
+use crate::bus::{frame_text, Closing, ConnId, Frame};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::users::{Directory, User};
 use crate::storage::writer::{NewMessage, Stored};
 
+/// The messages of one `sync` or `chatHistory` reply take at most this many bytes of
+/// JSON; the client pages on with `hasMore`. 500 long messages would otherwise be
+/// megabytes per request.
+pub const REPLY_MAX_BYTES: usize = 128 * 1024;
+
+const FLOODING: Closing = Closing::new(1008, "too many frames past the rate limit");
+const INTERNAL: Closing = Closing::new(1011, "internal error");
+
+/// The two rates a frame can be refused by.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// Every frame.
+    Frames,
+    /// `sync` and `chatHistory`.
+    Reads,
+}
+
+impl Limit {
+    /// The `reason` label of `chat_ws_frames_refused_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Frames => "rate",
+            Self::Reads => "history_rate",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::Frames => "too many frames; this one was dropped",
+            Self::Reads => "too many sync and chatHistory requests; this one was dropped",
+        }
+    }
+}
+
 pub struct Connection {
     state: AppState,
     me: User,
     id: ConnId,
+    /// Every frame, control frames included.
     bucket: TokenBucket,
+    /// `sync` and `chatHistory`, which read up to 500 rows each.
+    history: TokenBucket,
+    /// Where the walk of the last `sync` answer with `hasMore` goes on: after this id.
+    next_sync: Option<MessageId>,
+    /// Where the last `chatHistory` page with `hasMore` goes on: this peer, before this id.
+    next_history: Option<(String, MessageId)>,
+    flood: FloodGuard,
     /// Conversation ids by peer id, so a busy chat does not look its channel up per frame.
     channels: HashMap<i64, i64>,
 }
 
 impl Connection {
-    pub fn new(state: AppState, me: User, id: ConnId) -> Self {
+    pub fn new(state: AppState, me: User, id: ConnId, limits: &SocketLimits) -> Self {
         let bucket = TokenBucket::new(state.limits.ws_rate, state.limits.ws_burst);
         Self {
             state,
             me,
             id,
             bucket,
+            history: TokenBucket::new(limits.history_rate, limits.history_burst),
+            next_sync: None,
+            next_history: None,
+            flood: FloodGuard::default(),
             channels: HashMap::new(),
         }
     }
@@ -68,48 +119,106 @@ impl Connection {
         Ok(frame_text(&ServerFrame::UpdateUsers { users })?)
     }
 
-    fn error(&self, err: ApiError, reference: Option<String>) -> Result<ByteString, AppError> {
-        tracing::info!(code = %err.code, "frame refused");
+    /// The reply for this socket alone, if any; deliveries to others go through the bus.
+    /// `Err` closes the socket: it keeps sending past its rate limit, or a reply could not
+    /// be encoded (a bug).
+    pub async fn handle(&mut self, msg: AggregatedMessage) -> Result<Option<Frame>, Closing> {
+        let data = matches!(
+            msg,
+            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)
+        );
+        if !self.bucket.take() {
+            return self.refuse(data, Limit::Frames);
+        }
+        match msg {
+            AggregatedMessage::Text(text) => self.handle_text(&text).await,
+            AggregatedMessage::Binary(_) => self.error(
+                ApiError::new(ErrorCode::BadRequest, "frames are JSON text, not binary"),
+                None,
+            ),
+            AggregatedMessage::Ping(payload) => Ok(Some(Frame::Pong(payload.to_vec()))),
+            // The socket task closes on a close frame before asking.
+            AggregatedMessage::Pong(_) | AggregatedMessage::Close(_) => Ok(None),
+        }
+    }
+
+    /// A frame over a limit is dropped, and a data frame answered `rate_limited`. Counted,
+    /// not logged: a flood would fill the log.
+    fn refuse(&mut self, data: bool, limit: Limit) -> Result<Option<Frame>, Closing> {
+        let metrics = &self.state.metrics;
+        metrics
+            .ws_frames_refused
+            .with_label_values(&[limit.label()])
+            .inc();
+        if self.flood.refused() {
+            tracing::warn!("closing a socket that keeps sending past its rate limit");
+            metrics
+                .ws_forced_closes
+                .with_label_values(&["flooding"])
+                .inc();
+            return Err(FLOODING);
+        }
+        if !data {
+            return Ok(None);
+        }
+        self.error(ApiError::new(ErrorCode::RateLimited, limit.message()), None)
+    }
+
+    fn error(&self, err: ApiError, reference: Option<String>) -> Result<Option<Frame>, Closing> {
+        if err.code != ErrorCode::RateLimited {
+            tracing::info!(code = %err.code, "frame refused");
+        }
         self.state
             .metrics
             .client_errors
             .with_label_values(&[err.code.as_str()])
             .inc();
-        Ok(frame_text(&ServerFrame::error(err, reference))?)
+        encoded(frame_text(&ServerFrame::error(err, reference)))
     }
 
-    pub fn reject_binary(&self) -> Result<ByteString, AppError> {
-        self.error(
-            ApiError::new(ErrorCode::BadRequest, "frames are JSON text, not binary"),
-            None,
-        )
-    }
-
-    /// Replies for this socket alone; deliveries to others go through the bus. An error
-    /// here is a reply that could not be encoded: a bug, and the socket closes.
-    pub async fn handle_text(&mut self, text: &str) -> Result<Vec<ByteString>, AppError> {
-        if !self.bucket.take() {
-            let err = ApiError::new(
-                ErrorCode::RateLimited,
-                "too many frames; this one was dropped",
-            );
-            return Ok(vec![self.error(err, None)?]);
-        }
+    async fn handle_text(&mut self, text: &str) -> Result<Option<Frame>, Closing> {
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(e) => return Ok(vec![self.error(e.error, e.reference)?]),
+            Err(e) => return self.error(e.error, e.reference),
         };
+        let reads = matches!(
+            frame,
+            ClientFrame::Sync { .. } | ClientFrame::ChatHistory { .. }
+        );
+        if reads && !self.history.take() {
+            if !self.continues(&frame) {
+                return self.refuse(true, Limit::Reads);
+            }
+            // A client paging on as PROTOCOL.md says is slowed to the rate, not refused.
+            self.history.wait_take().await;
+        }
         let reference = match &frame {
             ClientFrame::ChatMessage { client_id, .. } => client_id.clone(),
             _ => None,
         };
         match self.dispatch(frame).await {
-            Ok(replies) => Ok(replies),
-            Err(err) => Ok(vec![self.error(err.to_api(), reference)?]),
+            Ok(reply) => Ok(reply.map(Frame::Text)),
+            Err(err) => self.error(err.to_api(), reference),
         }
     }
 
-    async fn dispatch(&mut self, frame: ClientFrame) -> Result<Vec<ByteString>, AppError> {
+    /// Whether `frame` asks for the page after the last one this socket was answered.
+    fn continues(&self, frame: &ClientFrame) -> bool {
+        match frame {
+            ClientFrame::Sync { after, .. } => self.next_sync == Some(*after),
+            ClientFrame::ChatHistory {
+                peer,
+                before: Some(before),
+                ..
+            } => self
+                .next_history
+                .as_ref()
+                .is_some_and(|(p, b)| p.eq_ignore_ascii_case(peer) && b == before),
+            _ => false,
+        }
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) -> Result<Option<ByteString>, AppError> {
         match frame {
             ClientFrame::ChatHistory {
                 peer,
@@ -120,17 +229,23 @@ impl Connection {
                 let channel = self.channel(&peer).await?;
                 self.state.hub.watch(self.id, [peer.username.as_str()]);
                 let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
-                let (messages, has_more) = self
+                let (mut messages, has_more) = self
                     .state
                     .db
                     .history(channel, &self.me, &peer, before, limit)
                     .await?;
-                Ok(vec![frame_text(&ServerFrame::ChatHistory {
+                // A page runs oldest first and the next one is older: keep the newest.
+                let has_more = fit(&mut messages, true) || has_more;
+                self.next_history = messages
+                    .first()
+                    .filter(|_| has_more)
+                    .map(|m| (peer.username.clone(), m.id));
+                Ok(Some(frame_text(&ServerFrame::ChatHistory {
                     peer: peer.username,
                     channel: channel as u64,
                     messages,
                     has_more,
-                })?])
+                })?))
             }
             ClientFrame::ChatMessage {
                 peer,
@@ -146,14 +261,16 @@ impl Connection {
             ClientFrame::DoneTyping { peer } => self.relay_typing(&peer, false).await,
             ClientFrame::Sync { after, limit } => {
                 let limit = limit.unwrap_or(SYNC_DEFAULT_LIMIT);
-                let (messages, has_more) = self.state.db.sync(self.me.id, after, limit).await?;
-                Ok(vec![frame_text(&ServerFrame::Sync { messages, has_more })?])
+                let (mut messages, has_more) = self.state.db.sync(self.me.id, after, limit).await?;
+                let has_more = fit(&mut messages, false) || has_more;
+                self.next_sync = messages.last().filter(|_| has_more).map(|m| m.id);
+                Ok(Some(frame_text(&ServerFrame::Sync { messages, has_more })?))
             }
         }
     }
 
     /// Typing travels like a message but is never stored, and goes to the peer alone.
-    async fn relay_typing(&self, peer: &str, typing: bool) -> Result<Vec<ByteString>, AppError> {
+    async fn relay_typing(&self, peer: &str, typing: bool) -> Result<Option<ByteString>, AppError> {
         let peer = self.peer(peer).await?;
         let from = self.me.username.clone();
         let frame = if typing {
@@ -165,7 +282,7 @@ impl Connection {
             .publisher
             .to_user(peer.id, &frame, None, None)
             .await?;
-        Ok(vec![])
+        Ok(None)
     }
 
     /// Returns once the message is committed and published (or could not be); the
@@ -176,7 +293,7 @@ impl Connection {
         channel_id: i64,
         text: String,
         client_id: Option<String>,
-    ) -> Result<Vec<ByteString>, AppError> {
+    ) -> Result<Option<ByteString>, AppError> {
         let stored = self
             .state
             .writer
@@ -193,7 +310,7 @@ impl Connection {
                 published: true, ..
             }) => {
                 self.state.metrics.messages_stored.inc();
-                Ok(vec![])
+                Ok(None)
             }
             Ok(Stored::New {
                 message,
@@ -202,10 +319,10 @@ impl Connection {
                 // Stored but not published: acknowledge directly so the sender does not
                 // resend; the peer gets it through `sync` when it reconnects.
                 self.state.metrics.messages_stored.inc();
-                Ok(vec![frame_text(&ServerFrame::ChatMessage { message })?])
+                Ok(Some(frame_text(&ServerFrame::ChatMessage { message })?))
             }
             Ok(Stored::Duplicate(message)) => {
-                Ok(vec![frame_text(&ServerFrame::ChatMessage { message })?])
+                Ok(Some(frame_text(&ServerFrame::ChatMessage { message })?))
             }
             Err(e) => Err(e.into()),
         }
@@ -229,5 +346,122 @@ impl Connection {
         let id = self.state.db.channel_between(self.me.id, peer.id).await?;
         self.channels.insert(peer.id, id);
         Ok(id)
+    }
+}
+
+/// A reply that could not be encoded is a bug: log it and close with 1011.
+fn encoded(reply: Result<ByteString, serde_json::Error>) -> Result<Option<Frame>, Closing> {
+    match reply {
+        Ok(text) => Ok(Some(Frame::Text(text))),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode a reply");
+            Err(INTERNAL)
+        }
+    }
+}
+
+/// Cuts `messages` to those whose JSON fits in [`REPLY_MAX_BYTES`], at least one, keeping
+/// the newest or the oldest; true when it cut any.
+fn fit(messages: &mut Vec<ChatMessage>, keep_newest: bool) -> bool {
+    let mut left = REPLY_MAX_BYTES;
+    let mut fits = |m: &&ChatMessage| {
+        let len = json_len(m);
+        let fits = len <= left;
+        left = left.saturating_sub(len);
+        fits
+    };
+    let kept = if keep_newest {
+        messages.iter().rev().take_while(&mut fits).count()
+    } else {
+        messages.iter().take_while(&mut fits).count()
+    };
+    let kept = kept.max(1);
+    if kept >= messages.len() {
+        return false;
+    }
+    if keep_newest {
+        messages.drain(..messages.len() - kept);
+    } else {
+        messages.truncate(kept);
+    }
+    true
+}
+
+/// The length of a message's JSON, counted without building it.
+fn json_len(message: &ChatMessage) -> usize {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A message that cannot be serialised fails the whole reply later, with its error.
+    let _ = serde_json::to_writer(&mut count, message);
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, text: &str) -> ChatMessage {
+        ChatMessage {
+            id: MessageId::new(id).unwrap(),
+            channel: 1,
+            from: "ann".into(),
+            to: "ben".into(),
+            text: text.into(),
+            sent_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            client_id: None,
+        }
+    }
+
+    fn ids(messages: &[ChatMessage]) -> Vec<u64> {
+        messages.iter().map(|m| m.id.get()).collect()
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_json() {
+        let m = message(7, "a \u{1} \"quoted\" é");
+        assert_eq!(json_len(&m), serde_json::to_string(&m).unwrap().len());
+    }
+
+    #[test]
+    fn replies_keep_what_fits_from_the_end_the_client_pages_from() {
+        // Control characters are escaped as \u00XX: six bytes each on the wire.
+        let long = "\u{1}".repeat(4000);
+        let each = json_len(&message(1, &long));
+        let fitting = REPLY_MAX_BYTES / each;
+        let page: Vec<ChatMessage> = (1..=500).map(|id| message(id, &long)).collect();
+
+        let mut sync = page.clone();
+        assert!(fit(&mut sync, false));
+        assert_eq!(ids(&sync), (1..=fitting as u64).collect::<Vec<_>>());
+
+        let mut history = page.clone();
+        assert!(fit(&mut history, true));
+        assert_eq!(
+            ids(&history),
+            (501 - fitting as u64..=500).collect::<Vec<_>>()
+        );
+
+        let mut small: Vec<ChatMessage> = (1..=500).map(|id| message(id, "hi")).collect();
+        assert!(!fit(&mut small, false), "500 short messages fit");
+        assert_eq!(small.len(), 500);
+    }
+
+    #[test]
+    fn a_reply_always_carries_one_message_so_paging_moves_on() {
+        let huge = "\u{1}".repeat(REPLY_MAX_BYTES);
+        let mut one = vec![message(1, &huge), message(2, "x")];
+        assert!(fit(&mut one, false));
+        assert_eq!(ids(&one), [1]);
+        let mut none: Vec<ChatMessage> = Vec::new();
+        assert!(!fit(&mut none, true));
     }
 }

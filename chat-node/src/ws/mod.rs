@@ -1,21 +1,48 @@
 //! WebSockets: the route ([`configure`]), the upgrade ([`upgrade`]), one task per socket
-//! ([`socket`]), what each client frame does ([`frames`]) and the per-socket rate limit
-//! ([`rate`]).
+//! ([`socket`]) writing through its own response body ([`body`]), what each client frame
+//! does ([`frames`]) and the per-socket rate limits ([`rate`]).
 
+mod body;
 mod frames;
 mod origin;
 pub mod rate;
 mod socket;
+
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chat_common::ErrorCode;
 use tracing::Instrument;
 
+use crate::bus::Outbox;
+use crate::config::Config;
 use crate::error::AppError;
 use crate::routes::resource;
 use crate::session::SessionUser;
 use crate::state::AppState;
+
+/// What one socket may cost the node, from the flags; app data beside [`AppState`].
+#[derive(Debug, Clone, Copy)]
+pub struct SocketLimits {
+    pub history_rate: u32,
+    pub history_burst: u32,
+    pub outbox_bytes: usize,
+    pub send_timeout: Duration,
+    pub max_per_user: usize,
+}
+
+impl SocketLimits {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            history_rate: config.ws_history_rate,
+            history_burst: config.ws_history_burst,
+            outbox_bytes: usize::try_from(config.ws_outbox_bytes).unwrap_or(usize::MAX),
+            send_timeout: Duration::from_secs(config.ws_send_timeout_secs),
+            max_per_user: usize::try_from(config.ws_max_sockets_per_user).unwrap_or(usize::MAX),
+        }
+    }
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ws").route(web::get().to(upgrade)));
@@ -26,6 +53,7 @@ pub async fn upgrade(
     body: web::Payload,
     current: SessionUser,
     state: web::Data<AppState>,
+    limits: web::Data<SocketLimits>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if state.is_draining() {
         return Err(
@@ -47,24 +75,45 @@ pub async fn upgrade(
         )
         .into());
     }
-    let (response, ws, stream) = actix_ws::handle(&req, body).map_err(|e| {
+    // actix-ws's session is not used: frames go through the outbox and `body`.
+    let (handshake, _session, stream) = actix_ws::handle(&req, body).map_err(|e| {
         AppError::client(
             ErrorCode::BadRequest,
             format!("not a WebSocket handshake: {e}"),
         )
     })?;
-    // A root span: the socket outlives the upgrade request. `socket::run` records `conn`
-    // once the hub has assigned it.
-    let span = tracing::info_span!(
-        parent: None,
-        "socket",
-        user_id = current.user.id,
-        conn = tracing::field::Empty,
-    );
+    let limits = **limits;
+    let outbox = Outbox::new(limits.outbox_bytes);
+    let user = &current.user;
+    let id = state
+        .hub
+        .register(
+            user.id,
+            &user.username,
+            &current.tag,
+            outbox.clone(),
+            limits.max_per_user,
+        )
+        .map_err(|_| {
+            AppError::client(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "at most {} open sockets per user on one node",
+                    limits.max_per_user
+                ),
+            )
+        })?;
+    // A root span: the socket outlives the upgrade request.
+    let span = tracing::info_span!(parent: None, "socket", user_id = user.id, conn = id);
+    let socket = socket::Socket {
+        id,
+        outbox: outbox.clone(),
+        limits,
+    };
     let state = state.get_ref().clone();
     let task = state
         .sockets
-        .track_future(socket::run(state.clone(), current, ws, stream).instrument(span));
+        .track_future(socket::run(state.clone(), current, socket, stream).instrument(span));
     actix_web::rt::spawn(task);
-    Ok(response)
+    Ok(body::respond(handshake, outbox))
 }

@@ -1,15 +1,18 @@
-//! One task per socket: a `select!` over client frames, frames from the bus, the
-//! heartbeat and the node's shutdown. Everything a socket owns lives here.
+//! One task per socket: a `select!` over client frames, close requests (from the hub or
+//! the socket's outbox), the stall deadline, the heartbeat and the node's shutdown.
+//! Everything a socket owns lives here. The task never waits on the client: what it sends
+//! goes into the socket's [`Outbox`], so its timers fire whether or not the client reads.
 
+use std::io;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError};
+use actix_ws::{AggregatedMessage, MessageStream, ProtocolError};
 use chat_common::protocol::ServerFrame;
-use tokio::sync::mpsc;
 
 use super::frames::Connection;
-use crate::bus::{frame_text, Outbound, OUTBOX_CAPACITY};
-use crate::error::AppError;
+use super::SocketLimits;
+use crate::bus::outbox::{STALLED, TOO_SLOW};
+use crate::bus::{frame_text, Closing, ConnId, Frame, Outbox};
 use crate::session::SessionUser;
 use crate::state::AppState;
 
@@ -19,51 +22,46 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A socket silent for this long (no pong, no frame) is closed.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn reason(code: CloseCode, text: &str) -> Option<CloseReason> {
-    Some(CloseReason {
-        code,
-        description: Some(text.to_owned()),
-    })
+const RESTART: Closing = Closing::new(1012, "node is restarting; reconnect");
+
+/// A registered socket: its id in the hub, its outbox and its limits.
+pub struct Socket {
+    pub id: ConnId,
+    pub outbox: Outbox,
+    pub limits: SocketLimits,
 }
 
-/// Runs inside the `socket` span [`super::upgrade`] opens, and fills in its `conn`.
-pub async fn run(
-    state: AppState,
-    current: SessionUser,
-    mut ws: actix_ws::Session,
-    stream: MessageStream,
-) {
+/// Runs inside the `socket` span [`super::upgrade`] opens.
+pub async fn run(state: AppState, current: SessionUser, socket: Socket, stream: MessageStream) {
     let mut stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
-    let (tx, mut outbox) = mpsc::channel(OUTBOX_CAPACITY);
-    let conn_id = state
-        .hub
-        .register(current.user.id, &current.user.username, &current.tag, tx);
-    tracing::Span::current().record("conn", conn_id);
     state.metrics.ws_connections.inc();
     tracing::info!("socket opened");
-    let mut conn = Connection::new(state.clone(), current.user.clone(), conn_id);
+    let outbox = &socket.outbox;
+    let mut conn = Connection::new(
+        state.clone(),
+        current.user.clone(),
+        socket.id,
+        &socket.limits,
+    );
 
     let close = match conn.setup().await {
         Ok(update_users) => {
-            if ws.text(update_users).await.is_ok() {
-                serve(&state, &mut conn, &mut ws, &mut stream, &mut outbox).await
-            } else {
-                None
-            }
+            outbox.open(Frame::Text(update_users));
+            serve(&state, &mut conn, &socket, &mut stream).await
         }
         Err(err) => {
             if let Ok(frame) = frame_text(&ServerFrame::error(err.to_api(), None)) {
-                let _ = ws.text(frame).await;
+                outbox.open(Frame::Text(frame));
             }
-            reason(CloseCode::Error, "could not load the directory")
+            Some(Closing::new(1011, "could not load the directory"))
         }
     };
-    let _ = ws.close(close).await;
+    outbox.close(close);
 
-    state.hub.unregister(conn_id);
+    state.hub.unregister(socket.id);
     let _transition = state.presence.transition().await;
     if !state.hub.is_connected(current.user.id) {
         match state.presence.disconnect(&current.user.username).await {
@@ -76,96 +74,102 @@ pub async fn run(
     tracing::info!("socket closed");
 }
 
-/// A reply that could not be encoded is a bug: log it and close with 1011.
-fn internal_error(err: &AppError) -> Option<CloseReason> {
-    tracing::error!(error = %err, "could not encode a reply");
-    reason(CloseCode::Error, "internal error")
-}
-
 /// How long a draining socket waits for acknowledgements already on their way back from
 /// Redis, so messages stored just before the drain are acknowledged rather than resent.
 const FLUSH_IDLE: Duration = Duration::from_millis(150);
 const FLUSH_MAX: Duration = Duration::from_secs(1);
 
-async fn flush_outbox(ws: &mut actix_ws::Session, outbox: &mut mpsc::Receiver<Outbound>) {
+/// Returns once no delivery has arrived for [`FLUSH_IDLE`], or after [`FLUSH_MAX`].
+async fn await_deliveries(outbox: &Outbox) {
     let deadline = tokio::time::Instant::now() + FLUSH_MAX;
+    let mut seen = outbox.pushed();
     while tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(FLUSH_IDLE, outbox.recv()).await {
-            Ok(Some(Outbound::Text(text))) => {
-                if ws.text(text).await.is_err() {
-                    return;
-                }
-            }
-            _ => return,
+        tokio::time::sleep(FLUSH_IDLE).await;
+        let now = outbox.pushed();
+        if now == seen {
+            return;
         }
+        seen = now;
     }
 }
 
-/// Runs until the socket should close; returns the close reason to send.
+/// A socket that falls behind is closed without what waits for it: the client would not
+/// read it, and it reconnects and syncs.
+fn give_up(state: &AppState, outbox: &Outbox, why: Closing, reason: &'static str) -> Closing {
+    tracing::warn!(reason, "closing a socket that does not read");
+    state
+        .metrics
+        .ws_forced_closes
+        .with_label_values(&[reason])
+        .inc();
+    outbox.abandon(why);
+    why
+}
+
+/// Runs until the socket should close; returns the close frame to send.
 async fn serve(
     state: &AppState,
     conn: &mut Connection,
-    ws: &mut actix_ws::Session,
+    socket: &Socket,
     stream: &mut actix_ws::AggregatedMessageStream,
-    outbox: &mut mpsc::Receiver<Outbound>,
-) -> Option<CloseReason> {
+) -> Option<Closing> {
+    let outbox = &socket.outbox;
+    let send_timeout = socket.limits.send_timeout;
     let mut heartbeat = tokio::time::interval(PING_INTERVAL);
     heartbeat.tick().await;
     let mut last_seen = Instant::now();
     loop {
+        let stall = outbox.stall_deadline(send_timeout);
         tokio::select! {
             _ = state.shutdown.cancelled() => {
-                flush_outbox(ws, outbox).await;
-                return reason(CloseCode::Restart, "node is restarting; reconnect");
+                await_deliveries(outbox).await;
+                return Some(RESTART);
             }
-            out = outbox.recv() => match out {
-                Some(Outbound::Text(text)) => {
-                    if ws.text(text).await.is_err() { return None; }
+            closing = outbox.closing() => {
+                if closing == TOO_SLOW {
+                    return Some(give_up(state, outbox, closing, "slow_reader"));
                 }
-                Some(Outbound::Close(code, text)) => {
-                    return reason(CloseCode::from(code), text);
+                return Some(closing);
+            }
+            // Frames have waited and the client took none of them: it stopped reading.
+            _ = tokio::time::sleep_until(stall.unwrap_or_else(tokio::time::Instant::now)),
+                if stall.is_some() => {
+                let stalled = outbox
+                    .stall_deadline(send_timeout)
+                    .is_some_and(|d| d <= tokio::time::Instant::now());
+                if stalled {
+                    return Some(give_up(state, outbox, STALLED, "stalled"));
                 }
-                None => return reason(CloseCode::Again, "too slow to keep up; reconnect"),
-            },
+            }
             msg = stream.recv() => {
                 last_seen = Instant::now();
                 match msg {
-                    None => return None,
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        let replies = match conn.handle_text(&text).await {
-                            Ok(replies) => replies,
-                            Err(e) => return internal_error(&e),
-                        };
-                        for reply in replies {
-                            if ws.text(reply).await.is_err() { return None; }
+                    None | Some(Ok(AggregatedMessage::Close(_))) => return None,
+                    Some(Ok(msg)) => match conn.handle(msg).await {
+                        // A reply that does not fit makes `closing` fire next.
+                        Ok(Some(reply)) => {
+                            outbox.push(reply);
                         }
-                    }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        let reply = match conn.reject_binary() {
-                            Ok(reply) => reply,
-                            Err(e) => return internal_error(&e),
-                        };
-                        if ws.text(reply).await.is_err() { return None; }
-                    }
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if ws.pong(&bytes).await.is_err() { return None; }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) => return None,
+                        Ok(None) => {}
+                        Err(close) => return Some(close),
+                    },
                     Some(Err(ProtocolError::Overflow)) => {
-                        return reason(CloseCode::Size, "frames are at most 64 KiB");
+                        return Some(Closing::new(1009, "frames are at most 64 KiB"));
+                    }
+                    Some(Err(ProtocolError::Io(e))) if e.kind() == io::ErrorKind::InvalidData => {
+                        return Some(Closing::new(1007, "text frames are UTF-8"));
                     }
                     Some(Err(e)) => {
                         tracing::info!(error = %e, "websocket protocol error");
-                        return reason(CloseCode::Protocol, "protocol error");
+                        return Some(Closing::new(1002, "protocol error"));
                     }
                 }
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > CLIENT_TIMEOUT {
-                    return reason(CloseCode::Away, "no answer to pings");
+                    return Some(Closing::new(1001, "no answer to pings"));
                 }
-                if ws.ping(b"").await.is_err() { return None; }
+                outbox.push(Frame::Ping);
             }
         }
     }

@@ -143,6 +143,9 @@ impl Cluster {
             .env("CHAT_BCRYPT_COST", "4")
             .env("CHAT_WORKERS", "2")
             .env("CHAT_DB_POOL_SIZE", "4")
+            // Tests page through `sync` in tiny pages, many walks in a row; `ws_limits`
+            // tests the per-socket read rate with settings of its own.
+            .env("CHAT_WS_HISTORY_BURST", "1000")
             // Tests register many users from 127.0.0.1; the tests of this limit set it.
             .env("CHAT_REGISTER_MAX_PER_ADDRESS", "1000000")
             .env("RUST_LOG", "info")

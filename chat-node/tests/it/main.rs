@@ -24,3 +24,4 @@ mod mysql_outage;
 mod presence;
 mod secrets;
 mod writer;
+mod ws_limits;
