@@ -257,7 +257,12 @@ start_node() { # side port id dir
   if curl -fs -o /dev/null "http://127.0.0.1:$port/readyz"; then die "port $port is in use"; fi
   if [ "$side" = old ]; then extra="${NODE_ENV_OLD:-}"; else extra="${NODE_ENV_NEW:-}"; fi
   # shellcheck disable=SC2086 # extra is a list of VAR=value words
+  # Nodes since the HTTP hardening serve /metrics on their own port and limit
+  # registrations and failed logins per client address; older ones ignore these.
   env CHAT_LISTEN="127.0.0.1:$port" \
+    CHAT_METRICS_LISTEN="127.0.0.1:$((port + 10))" \
+    CHAT_REGISTER_MAX_PER_ADDRESS=1000000 \
+    CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS=1000000 \
     DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
     REDIS_URL="redis://127.0.0.1:6379" \
     CHAT_REDIS_PREFIX="$PREFIX" \
@@ -274,6 +279,13 @@ start_node() { # side port id dir
     sleep 0.1
   done
   die "node $id not ready"
+}
+
+# scrape <node port> <file>: /metrics from the internal port, or from the public one
+# (nodes built before /metrics moved there).
+scrape() {
+  curl -fs "http://127.0.0.1:$(($1 + 10))/metrics" >"$2" ||
+    curl -fs "http://127.0.0.1:$1/metrics" >"$2" || true
 }
 
 PROFILED=0
@@ -313,8 +325,8 @@ run() {
   LT_PID=$!
   sleep_until "$w_start"
   snapshot "$dir/snap-start.txt" "$pid_a" "$pid_b" "$LT_PID"
-  curl -fs "http://127.0.0.1:$PORT_A/metrics" >"$dir/metrics-a-start.txt" || true
-  curl -fs "http://127.0.0.1:$PORT_B/metrics" >"$dir/metrics-b-start.txt" || true
+  scrape "$PORT_A" "$dir/metrics-a-start.txt"
+  scrape "$PORT_B" "$dir/metrics-b-start.txt"
   local profiled=0 perf_pid=""
   if [ "$PROFILE" = 1 ] && [ "$side" = new ] && [ "$PROFILED" = 0 ]; then
     PROFILED=1
@@ -333,8 +345,8 @@ run() {
   snapshot "$dir/snap-end.txt" "$pid_a" "$pid_b" "$LT_PID" "$PERF_PID"
   # perf started after the first snapshot: all its CPU is the window's.
   if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID" 2>/dev/null || true; fi
-  curl -fs "http://127.0.0.1:$PORT_A/metrics" >"$dir/metrics-a-end.txt" || true
-  curl -fs "http://127.0.0.1:$PORT_B/metrics" >"$dir/metrics-b-end.txt" || true
+  scrape "$PORT_A" "$dir/metrics-a-end.txt"
+  scrape "$PORT_B" "$dir/metrics-b-end.txt"
   if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; PERF_PID=""; fi
   local rc=0 lt_pid="$LT_PID"
   wait "$LT_PID" || rc=$?
