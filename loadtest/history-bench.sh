@@ -45,7 +45,7 @@ for bin in "$@"; do
   CHAT_LISTEN="127.0.0.1:$PORT" DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
   CHAT_REDIS_PREFIX="$PREFIX" CHAT_SESSION_KEY="$KEY" CHAT_BCRYPT_COST=4 CHAT_DEV=true \
   CHAT_WS_RATE=100000 CHAT_WS_BURST=100000 \
-  CHAT_WS_HEAVY_RATE=100000 CHAT_WS_HEAVY_BURST=100000 RUST_LOG=warn \
+  CHAT_WS_HISTORY_RATE=100000 CHAT_WS_HISTORY_BURST=100000 CHAT_METRICS_LISTEN=127.0.0.1:0 RUST_LOG=warn \
     "$bin" >"/tmp/$DB.log" 2>&1 &
   NODE=$!
   for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
