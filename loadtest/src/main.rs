@@ -1,11 +1,23 @@
 //! # loadtest
 //!
-//! Goose load tests for the chat cluster; each goose user is one chat user.
+//! Goose load tests for the chat cluster; each goose user is one chat user. `--help`
+//! starts with the list below.
+//!
+//! Scenarios (`--scenarios <name>[,<name>…]` picks; without it chat, history and http run
+//! in the weights 4 : 1 : 1, and connections and login only when named):
 //!
 //! - `chat`: register, log in, open `/ws`; every transaction sends a `chatMessage` to the
 //!   partner (user 2k talks to 2k+1) and records the time to its acknowledgement.
 //! - `history`: the same start, a few seeded messages, then pages `chatHistory`.
 //! - `http`: `GET /api/me` and `GET /api/users?limit=50`.
+//! - `connections`: log in and hold one idle WebSocket per user until the run ends
+//!   (source addresses 127.0.0.2…, a ping every 20 s, retries of 503/1013 refusals,
+//!   reconnects after a server close); reports connect latency, and with
+//!   `LOADTEST_NODE_PIDS` each node's RSS per socket. See [`connections`] and
+//!   `loadtest/connections.sh`.
+//! - `login`: register and log in once, then log in again and again with a pause;
+//!   reports login latency, the rate sustained and 503s with `Retry-After` apart from
+//!   other failures. See [`login`] and `loadtest/login.sh`.
 //!
 //! Takes goose's own flags (`--host`, `--users`, `--increase-rate`, `--run-time`,
 //! `--scenarios`, `--report-file`, ...). `LOADTEST_HOSTS` spreads users over several
@@ -14,12 +26,19 @@
 //! `LOADTEST_CHAT_INTERVAL_MS=<n>` a fixed schedule of one message every `n` ms per user
 //! (a fixed offered rate); `LOADTEST_WINDOW=<start>-<end>` (Unix ms) a measured window
 //! summed up on its own `window:` line after the run. Only `http://127.0.0.1` is ever
-//! targeted, and a run stops after 60 s unless told otherwise.
+//! targeted, and a run stops after 60 s unless told otherwise. The variables of the
+//! connections and login scenarios are in [`HELP`].
 //!
-//! - [`plan`]: names, pairing, host choice and the local-only check (pure, tested).
-//! - [`ws`]: the per-user socket, its reader task and the run-wide counters.
+//! - [`plan`]: names, pairing, host and source-address choice, backoff and the local-only
+//!   check (pure, tested).
+//! - [`ws`]: the per-user socket of chat and history, its reader task and the counters.
 //! - [`window`]: the measured window of `loadtest/ab.sh`.
+//! - [`connections`], [`login`], [`nodes`]: the connection-scale scenarios and what they
+//!   read of local nodes (`/proc`, `/metrics`).
 
+mod connections;
+mod login;
+mod nodes;
 mod plan;
 mod window;
 mod ws;
@@ -31,9 +50,12 @@ use std::time::{Duration, Instant};
 
 use chat_common::protocol::Credentials;
 use chat_common::MessageId;
+use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
 
+use connections::{idle as connections_idle, start as connections_start, stop as connections_stop};
+use login::{again as login_again, start as login_start};
 use plan::Kind;
 use ws::{Conn, TOTALS};
 
@@ -46,12 +68,64 @@ const HISTORY_SEED: usize = 15;
 const HISTORY_PAGE: u32 = 10;
 /// The request name of the `chat` scenario's acknowledged messages.
 const ACK: &str = "chatMessage ack";
+/// Source addresses of the `connections` sockets unless `LOADTEST_SOURCES` says.
+const DEFAULT_SOURCES: u8 = 8;
+/// The `login` users' pause between logins unless `LOADTEST_LOGIN_PAUSE_MS` says.
+const DEFAULT_LOGIN_PAUSE_MS: (u64, u64) = (1000, 1000);
+/// After the nodes hold every expected socket, how long before their RSS is read again.
+const DEFAULT_RSS_SETTLE_MS: u64 = 3000;
+
+/// Printed before goose's own `--help`.
+pub const HELP: &str = "\
+loadtest: goose scenarios for the chat cluster (only http://127.0.0.1 is targeted).
+
+Scenarios, picked with --scenarios <name>[,<name>...]; without it chat, history and http
+run (weights 4:1:1); connections and login run only when named:
+  chat         register, log in, open /ws, send chatMessage to a partner, time the ack
+  history      the same start, then page chatHistory with the partner
+  http         GET /api/me and GET /api/users?limit=50
+  connections  log in and hold one idle WebSocket per user until the run ends (ping
+               every 20 s, upgrades refused with 503 or closed with 1013 retried, a
+               socket the server closes opened again)
+  login        register + log in once, then log in again after each pause; 503 with
+               Retry-After counted apart from other failures
+
+Environment:
+  LOADTEST_HOSTS=http://127.0.0.1:A,http://127.0.0.1:B   user n goes to node n % count
+  LOADTEST_RUN=<tag>                  user-name tag (default: the start time)
+  LOADTEST_CHAT_WAIT_MS=<min>-<max>   chat pace (default 250-750)
+  LOADTEST_CHAT_INTERVAL_MS=<n>       chat: one message every n ms per user instead
+  LOADTEST_WINDOW=<start>-<end>       Unix ms; a `window:` line for loadtest/ab.sh
+  LOADTEST_SEEDED=<prefix>            connections/login: user n is <prefix><n+1> with
+                                      password password123 (loadtest/seed.sh), no register
+  LOADTEST_USER_OFFSET=<k>            this process's users are k, k+1, ... (a second
+                                      generator process takes the users after the first's)
+  LOADTEST_SOURCES=<n>                connections: source addresses 127.0.0.2.. (default 8)
+  LOADTEST_NODE_PIDS=<pid>,<pid>      connections: node pids in LOADTEST_HOSTS order; prints
+                                      an `rss:` line per node (VmRSS growth per socket)
+  LOADTEST_NODE_METRICS=<url>,<url>   connections: each node's /metrics listener, same order
+                                      (default: LOADTEST_HOSTS)
+  LOADTEST_EXPECT_SOCKETS=<n>         all open = the nodes' chat_ws_connections add up to n
+                                      (default --users; set it when two processes run)
+  LOADTEST_RSS_SETTLE_MS=<ms>         pause before the second RSS reading (default 3000)
+  LOADTEST_CONNECT_LOG=<file>         connections: write connect latencies (us), one a line
+  LOADTEST_LOGIN_PAUSE_MS=<ms>|<min>-<max>   login: pause between logins (default 1000)
+
+Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, login.sh, seed.sh.
+
+";
 
 struct Settings {
     run: String,
     /// Per-user nodes from `LOADTEST_HOSTS`; empty means goose's `--host` for everyone.
     hosts: Vec<String>,
     pace: Pace,
+    /// `LOADTEST_USER_OFFSET`: the first user number of this process.
+    offset: usize,
+    /// `LOADTEST_SOURCES`: loopback source addresses of the `connections` sockets.
+    sources: u8,
+    /// `LOADTEST_SEEDED`: the name prefix of users that `seed.sh` wrote.
+    seeded: Option<String>,
 }
 
 /// How a `chat` user spaces its messages.
@@ -67,7 +141,9 @@ enum Pace {
 static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
-static NEXT_USER: [AtomicUsize; 3] = [
+static NEXT_USER: [AtomicUsize; 5] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
@@ -305,7 +381,11 @@ async fn http_users(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-fn scenarios(pace: Pace) -> Result<Vec<Scenario>, GooseError> {
+fn scenarios(
+    pace: Pace,
+    extra: [bool; 5],
+    login_pause: (u64, u64),
+) -> Result<Vec<Scenario>, GooseError> {
     // Waits keep every socket below the server's 20 frames/s (burst 40). A fixed schedule
     // waits inside the transaction instead (`wait_for_slot`).
     let chat = scenario!("chat").set_weight(4)?;
@@ -343,7 +423,42 @@ fn scenarios(pace: Pace) -> Result<Vec<Scenario>, GooseError> {
         )
         .register_transaction(transaction!(http_me).set_name("me"))
         .register_transaction(transaction!(http_users).set_name("users"));
-    Ok(vec![chat, history, http])
+    let mut all = vec![chat, history, http];
+    if extra[Kind::Connections.index()] {
+        // The repeated transaction only notices a socket that gave up; the socket's own
+        // task reads, pings and reconnects. A long wait keeps goose's bookkeeping small.
+        all.push(
+            scenario!("connections")
+                .set_wait_time(Duration::from_secs(20), Duration::from_secs(30))?
+                .register_transaction(
+                    transaction!(connections_start)
+                        .set_on_start()
+                        .set_name("connections start"),
+                )
+                .register_transaction(transaction!(connections_idle).set_name("hold"))
+                .register_transaction(
+                    transaction!(connections_stop)
+                        .set_on_stop()
+                        .set_name("close"),
+                ),
+        );
+    }
+    if extra[Kind::Login.index()] {
+        all.push(
+            scenario!("login")
+                .set_wait_time(
+                    Duration::from_millis(login_pause.0),
+                    Duration::from_millis(login_pause.1),
+                )?
+                .register_transaction(
+                    transaction!(login_start)
+                        .set_on_start()
+                        .set_name("login start"),
+                )
+                .register_transaction(transaction!(login_again).set_name("login")),
+        );
+    }
+    Ok(all)
 }
 
 /// `n, p50 p95 p99 max` of microsecond samples, in milliseconds.
@@ -365,7 +480,28 @@ fn summary(samples: &std::sync::Mutex<Vec<u64>>) -> String {
     )
 }
 
-fn print_extras() {
+fn print_extras(ran: [bool; 5]) {
+    if ran[Kind::Connections.index()] {
+        println!("\n=== connections ===");
+        for line in connections::report() {
+            println!("{line}");
+        }
+        for line in nodes::report() {
+            println!("{line}");
+        }
+    }
+    if ran[Kind::Login.index()] {
+        println!("\n=== login ===");
+        for line in login::report() {
+            println!("{line}");
+        }
+    }
+    if ran[..3].iter().any(|r| *r) {
+        print_chat_extras();
+    }
+}
+
+fn print_chat_extras() {
     let partner = TOTALS.from_partner.load(Ordering::Relaxed);
     let run = SETTINGS.get().map_or("?", |s| s.run.as_str());
     println!("\n=== chat extras (run {run}; whole run, ramp-up included) ===");
@@ -403,7 +539,24 @@ fn print_extras() {
     }
 }
 
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_number(name: &str) -> Result<Option<u64>, String> {
+    env(name)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{name} is a whole number: {v:?}"))
+        })
+        .transpose()
+}
+
 async fn run() -> Result<(), String> {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        print!("{HELP}");
+    }
     let config = GooseConfiguration::parse_args_default_or_exit();
     let hosts = match std::env::var("LOADTEST_HOSTS") {
         Ok(list) => plan::parse_hosts(&list)?,
@@ -434,12 +587,93 @@ async fn run() -> Result<(), String> {
     if let Ok(range) = std::env::var("LOADTEST_WINDOW") {
         window::start(window::parse(&range)?)?;
     }
+    let patterns = config.scenarios.as_ref().map(|s| s.active.as_slice());
+    let ran = plan::selected(patterns);
+    // `--scenarios-list` lists every scenario, not only the default mix.
+    let extra = if config.scenarios_list {
+        [true; 5]
+    } else {
+        ran
+    };
+    let offset = env("LOADTEST_USER_OFFSET")
+        .map(|v| plan::parse_offset(&v))
+        .transpose()?
+        .unwrap_or(0);
+    let sources = env("LOADTEST_SOURCES")
+        .map(|v| plan::parse_sources(&v))
+        .transpose()?
+        .unwrap_or(DEFAULT_SOURCES);
+    let seeded = env("LOADTEST_SEEDED")
+        .map(|v| plan::parse_seeded_prefix(&v))
+        .transpose()?;
+    let login_pause = env("LOADTEST_LOGIN_PAUSE_MS")
+        .map(|v| plan::parse_pause(&v))
+        .transpose()?
+        .unwrap_or(DEFAULT_LOGIN_PAUSE_MS);
+    if let Some(pids) = env("LOADTEST_NODE_PIDS") {
+        let nodes = if hosts.is_empty() {
+            vec![config.host.clone().unwrap_or_else(|| default_host.clone())]
+        } else {
+            hosts.clone()
+        };
+        let pids = plan::parse_pids(&pids, nodes.len())?;
+        // Nodes serve /metrics on an internal listener of their own (CHAT_METRICS_LISTEN).
+        let metrics = match env("LOADTEST_NODE_METRICS") {
+            Some(list) => plan::parse_hosts(&list)?,
+            None => nodes.clone(),
+        };
+        if metrics.len() != nodes.len() {
+            return Err(format!(
+                "LOADTEST_NODE_METRICS names {} listeners for {} nodes",
+                metrics.len(),
+                nodes.len()
+            ));
+        }
+        let expect = match env_number("LOADTEST_EXPECT_SOCKETS")? {
+            Some(n) => n as usize,
+            None => config.users.ok_or(
+                "LOADTEST_NODE_PIDS needs --users or LOADTEST_EXPECT_SOCKETS (all sockets of \
+                 every generator process)",
+            )?,
+        };
+        let settle = env_number("LOADTEST_RSS_SETTLE_MS")?.unwrap_or(DEFAULT_RSS_SETTLE_MS);
+        nodes::start(
+            &nodes,
+            &metrics,
+            &pids,
+            expect,
+            Duration::from_millis(settle),
+            connections::all_open,
+        )?;
+    }
+    // This process's own sockets, when it runs connections alone: one per user.
+    let only_connections = ran == [false, false, false, true, false];
+    let own_sockets = only_connections.then_some(config.users).flatten();
+    let connect_log = env("LOADTEST_CONNECT_LOG");
     std::sync::LazyLock::force(&ORIGIN);
     SETTINGS
-        .set(Settings { run, hosts, pace })
+        .set(Settings {
+            run,
+            hosts,
+            pace,
+            offset,
+            sources,
+            seeded,
+        })
         .map_err(|_| "settings set twice".to_owned())?;
+    if ran[Kind::Connections.index()] {
+        connections::watch(own_sockets);
+    }
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
-    for scenario in scenarios(pace).map_err(|e| e.to_string())? {
+    // connections and login keep the session cookie themselves: one client shared by every
+    // user, instead of a client (and a connection pool) per user, keeps a 10,000-user
+    // generator small. The other scenarios rely on a cookie jar per user.
+    if !ran[..3].iter().any(|r| *r) {
+        attack = attack
+            .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())
+            .map_err(|e| e.to_string())?;
+    }
+    for scenario in scenarios(pace, extra, login_pause).map_err(|e| e.to_string())? {
         attack = attack.register_scenario(scenario);
     }
     attack = *attack
@@ -451,7 +685,10 @@ async fn run() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     attack.execute().await.map_err(|e| e.to_string())?;
-    print_extras();
+    if let Some(path) = connect_log {
+        connections::write_samples(&path)?;
+    }
+    print_extras(ran);
     Ok(())
 }
 

@@ -1,0 +1,74 @@
+# Sourced by loadtest/connections.sh and loadtest/login.sh (not run on its own): a fresh
+# cluster of release nodes with its own database, Redis prefix and random session key,
+# and the cleanup that stops the nodes and drops both.
+#
+#   cluster_init <name>           sets TAG, DB, PREFIX, KEY, OUT (if unset); traps EXIT
+#   NODE_ENV=(VAR=value ...)      extra environment for every node (optional)
+#   start_node <port> <id> <cost> starts one node (bcrypt cost; its /metrics on port + 10,
+#                                 as in bench.sh), waits for /readyz; appends its pid to
+#                                 NODE_PIDS
+#   node_cpu_ticks <pid>          utime + stime of a process, in clock ticks
+#
+# Needs MariaDB and Redis on localhost. CHAT_NODE_BIN picks the node binary (default:
+# this tree's release build, built by the caller).
+
+NODE_PIDS=()
+NODE_ENV=()
+GEN_PIDS=()
+
+cluster_init() {
+  TAG="$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')"
+  DB="chat_$1_$TAG"
+  PREFIX_REDIS="$1_$TAG"
+  KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" # 64 hex characters
+  OUT="${OUT:-/tmp/chat-$1-$TAG}"
+  mkdir -p "$OUT"
+  trap cluster_cleanup EXIT
+}
+
+cluster_stop() {
+  for pid in "${GEN_PIDS[@]}" "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${GEN_PIDS[@]}" "${NODE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  GEN_PIDS=()
+  NODE_PIDS=()
+}
+
+cluster_cleanup() {
+  cluster_stop
+  mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$DB\`" || true
+  redis-cli --scan --pattern "$PREFIX_REDIS:*" | xargs -r redis-cli del >/dev/null || true
+}
+
+start_node() { # port id bcrypt-cost
+  env CHAT_LISTEN="127.0.0.1:$1" \
+    CHAT_METRICS_LISTEN="127.0.0.1:$(( $1 + 10 ))" \
+    DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
+    REDIS_URL="redis://127.0.0.1:6379" \
+    CHAT_REDIS_PREFIX="$PREFIX_REDIS" \
+    CHAT_SESSION_KEY="$KEY" \
+    CHAT_BCRYPT_COST="$3" \
+    CHAT_NODE_ID="$2" \
+    CHAT_DEV=true \
+    RUST_LOG=warn \
+    "${NODE_ENV[@]}" \
+    "${CHAT_NODE_BIN:-$CARGO_TARGET_DIR/release/chat-node}" >"$OUT/$2.log" 2>&1 &
+  NODE_PIDS+=("$!")
+  for _ in $(seq 1 600); do
+    curl -fs "http://127.0.0.1:$1/readyz" >/dev/null && return 0
+    kill -0 "$!" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "node $2 on :$1 not ready; its log:" >&2
+  tail -20 "$OUT/$2.log" >&2
+  return 1
+}
+
+node_cpu_ticks() { # pid: utime + stime (fields 14 and 15; the name in field 2 has no spaces here)
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# The chat_ws_connections gauge of a node, or empty when it does not answer.
+node_sockets() { # port (the public one; /metrics is on port + 10)
+  curl -fs --max-time 5 "http://127.0.0.1:$(( $1 + 10 ))/metrics" 2>/dev/null \
+    | awk '$1 == "chat_ws_connections" { print int($2) }'
+}

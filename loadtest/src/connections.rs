@@ -1,0 +1,540 @@
+//! The `connections` scenario: each goose user logs in over HTTP, opens one WebSocket and
+//! holds it until the run ends, sending no chat message.
+//!
+//! - The TCP socket is bound to a loopback source address of its own before it connects
+//!   (127.0.0.2, 127.0.0.3, … by user number, [`plan::source_addr`]), so tens of thousands
+//!   of sockets to one node never run out of ephemeral ports.
+//! - A held socket behaves like an idle browser tab: its task keeps reading (tungstenite
+//!   answers the server's pings while it reads), sends a WebSocket ping every 20 s, and
+//!   when the server closes it (say 1013 "too slow" in a presence storm) opens it again
+//!   after a jittered backoff; such closes and reconnects are counted.
+//! - An upgrade refused with 503, or a socket closed with 1013 before its `updateUsers`
+//!   (admission control), is tried again after a jittered backoff that honours
+//!   `Retry-After`; such retries are counted, not failed. A login answered 503 likewise.
+//! - `WS connect` (goose request metric) is the upgrade plus the first `updateUsers` frame
+//!   of the attempt that succeeded.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chat_common::protocol::ServerFrame;
+use futures_util::{SinkExt, StreamExt};
+use goose::prelude::*;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::plan::{self, Kind};
+use crate::ws::lock;
+use crate::{fail, login, NEXT_USER, SETTINGS};
+
+/// A browser-like keep-alive: one WebSocket ping this often.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// Upgrade plus `updateUsers`; past this the attempt fails (a loaded node is slow, not
+/// refusing).
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// Attempts at one socket (and at one login) before the user gives up.
+pub const MAX_ATTEMPTS: u32 = 12;
+/// How long a closing socket waits for the server's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+type Stream = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Run-wide counters of this scenario; printed after goose's report.
+#[derive(Default)]
+pub struct Totals {
+    pub opened: AtomicU64,
+    pub failed: AtomicU64,
+    /// Upgrade plus `updateUsers` of each socket opened, in microseconds.
+    pub connect_us: Mutex<Vec<u64>>,
+    pub retried_503: AtomicU64,
+    pub retried_1013: AtomicU64,
+    /// `presence` frames that came before a socket's `updateUsers` (PROTOCOL.md sends
+    /// `updateUsers` first); tolerated, counted.
+    pub presence_first: AtomicU64,
+    /// Sockets held now.
+    pub held: AtomicI64,
+    /// Sockets opened again after the server closed them, how long that took, attempts
+    /// that failed otherwise than by a refusal, and tabs that gave up.
+    pub reconnects: AtomicU64,
+    pub reconnect_us: Mutex<Vec<u64>>,
+    pub reconnect_failures: AtomicU64,
+    pub gave_up: AtomicU64,
+    pub closed_by_server: AtomicU64,
+    pub close_codes: Mutex<HashMap<String, u64>>,
+    pub text_frames: AtomicU64,
+    pub presence_frames: AtomicU64,
+    pub error_frames: AtomicU64,
+    pub server_pings: AtomicU64,
+    pub pings_sent: AtomicU64,
+    pub pongs: AtomicU64,
+    /// When the first user began logging in, and when the last socket opened.
+    pub first_start: OnceLock<Instant>,
+    pub last_open: Mutex<Option<Instant>>,
+}
+
+pub static TOTALS: std::sync::LazyLock<Totals> = std::sync::LazyLock::new(Totals::default);
+
+static ALL_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Watches for this process's `target` sockets to be held (each past its `updateUsers`),
+/// then prints one `all_open:` line (for scripts: the wall clock in Unix ms) and lets
+/// [`all_open`] answer true. Without a target (a mix of scenarios) it is true at once.
+pub fn watch(target: Option<usize>) {
+    let Some(target) = target else {
+        ALL_OPEN.store(true, Ordering::Relaxed);
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if TOTALS.held.load(Ordering::Relaxed) >= target as i64 {
+                break;
+            }
+        }
+        ALL_OPEN.store(true, Ordering::Relaxed);
+        let after = TOTALS
+            .first_start
+            .get()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        println!(
+            "all_open: sockets {target} after_s {after:.2} unix_ms {}",
+            crate::window::now_ms()
+        );
+    });
+}
+
+/// Whether every socket of this process is held (see [`watch`]).
+pub fn all_open() -> bool {
+    ALL_OPEN.load(Ordering::Relaxed)
+}
+
+/// Why an attempt to open a socket did not give one.
+#[derive(Debug)]
+enum OpenError {
+    /// HTTP 503 to the upgrade, with its `Retry-After` if any.
+    Refused(Option<Duration>),
+    /// Closed with 1013 (try again later) before `updateUsers`.
+    Again,
+    Other(String),
+}
+
+/// The held socket of a goose user; clones share it.
+#[derive(Clone)]
+struct Held(Arc<HeldInner>);
+
+struct HeldInner {
+    target: Arc<Target>,
+    /// The open socket; `None` once closed at the end.
+    parts: Mutex<Option<Socket>>,
+}
+
+/// The task holding one open socket, and how to tell it to close.
+struct Socket {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+fn jitter_now(n: usize, attempt: u32) -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    plan::jitter(n, attempt, nanos)
+}
+
+/// One attempt: TCP from `source`, the upgrade with the session cookie, `updateUsers`.
+async fn open(
+    url: &str,
+    node: SocketAddrV4,
+    source: Ipv4Addr,
+    cookie: &str,
+) -> Result<Stream, OpenError> {
+    let other = |what: &str, e: &dyn std::fmt::Display| OpenError::Other(format!("{what}: {e}"));
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| other("websocket request", &e))?;
+    let cookie = HeaderValue::from_str(cookie).map_err(|e| other("cookie header", &e))?;
+    req.headers_mut().insert("Cookie", cookie);
+    let socket = TcpSocket::new_v4().map_err(|e| other("socket", &e))?;
+    socket
+        .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+        .map_err(|e| other(&format!("bind {source}"), &e))?;
+    let attempt = async {
+        let tcp = socket
+            .connect(SocketAddr::V4(node))
+            .await
+            .map_err(|e| other(&format!("connect {node} from {source}"), &e))?;
+        // Frames here are small; the default 128 KiB read buffer per socket would make
+        // the generator, not the nodes, the memory limit of a big run.
+        let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
+            .await
+            .map_err(|e| match e {
+                WsError::Http(response) if response.status().as_u16() == 503 => OpenError::Refused(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(plan::retry_after),
+                ),
+                WsError::Http(response) => {
+                    OpenError::Other(format!("websocket upgrade: status {}", response.status()))
+                }
+                e => other("websocket upgrade", &e),
+            })?;
+        first_frame(&mut ws).await?;
+        Ok(ws)
+    };
+    tokio::time::timeout(CONNECT_WAIT, attempt)
+        .await
+        .map_err(|_| OpenError::Other("no updateUsers in time".into()))?
+}
+
+async fn first_frame(ws: &mut Stream) -> Result<(), OpenError> {
+    while let Some(msg) = ws.next().await {
+        match msg.map_err(|e| OpenError::Other(format!("websocket read: {e}")))? {
+            Message::Text(t) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                Ok(ServerFrame::UpdateUsers { .. }) => return Ok(()),
+                Ok(ServerFrame::Presence { .. }) => {
+                    TOTALS.presence_first.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) | Err(_) => {
+                    return Err(OpenError::Other(format!(
+                        "first frame is not updateUsers: {}",
+                        t.as_str().chars().take(120).collect::<String>()
+                    )))
+                }
+            },
+            Message::Close(Some(frame)) if frame.code == CloseCode::Again => {
+                return Err(OpenError::Again)
+            }
+            Message::Close(frame) => {
+                return Err(OpenError::Other(format!(
+                    "closed before updateUsers: {:?}",
+                    frame.map(|f| u16::from(f.code))
+                )))
+            }
+            _ => continue,
+        }
+    }
+    Err(OpenError::Other("socket closed before updateUsers".into()))
+}
+
+/// Owns one open socket until told to stop or the server closes it: reads every frame,
+/// pings every [`PING_EVERY`], and counts what the server does. True when we closed it.
+async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>) -> bool {
+    TOTALS.held.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = ws.split();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let by_us = loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    // A substring test, not a JSON parse: in a presence storm the generator
+                    // shares the cores with the nodes and must not be what falls behind.
+                    TOTALS.text_frames.fetch_add(1, Ordering::Relaxed);
+                    if t.as_str().contains(r#""type":"presence""#) {
+                        TOTALS.presence_frames.fetch_add(1, Ordering::Relaxed);
+                    } else if t.as_str().contains(r#""type":"error""#) {
+                        TOTALS.error_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    TOTALS.server_pings.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Ok(Message::Pong(_))) => {
+                    TOTALS.pongs.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or_else(|| "none".into(), |f| u16::from(f.code).to_string());
+                    *lock(&TOTALS.close_codes).entry(code).or_default() += 1;
+                    break false;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    *lock(&TOTALS.close_codes).entry(format!("error: {e}")).or_default() += 1;
+                    break false;
+                }
+                None => break false,
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break false;
+                }
+                TOTALS.pings_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            _ = &mut *stop => {
+                let _ = sink.send(Message::Close(None)).await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
+                .await;
+                break true;
+            }
+        }
+    };
+    if !by_us {
+        TOTALS.closed_by_server.fetch_add(1, Ordering::Relaxed);
+    }
+    TOTALS.held.fetch_sub(1, Ordering::Relaxed);
+    by_us
+}
+
+/// One browser tab: holds the socket and, when the server closes it, opens it again after
+/// a jittered backoff (0.5-1.5 s, doubling to 8 s; a refusal's `Retry-After` is a floor),
+/// as a client that then `sync`s would. Ends when told to stop, or after
+/// [`MAX_ATTEMPTS`] failed reconnects in a row.
+async fn tab(first: Stream, target: Arc<Target>, mut stop: oneshot::Receiver<()>) {
+    let mut ws = first;
+    loop {
+        if hold(ws, &mut stop).await {
+            return;
+        }
+        let mut attempt = 0;
+        let mut retry_after = None;
+        ws = loop {
+            let wait = plan::backoff(attempt + 2, retry_after, jitter_now(target.n, attempt));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut stop => return,
+            }
+            let started = Instant::now();
+            match open(&target.url, target.node, target.source, &target.cookie).await {
+                Ok(ws) => {
+                    TOTALS.reconnects.fetch_add(1, Ordering::Relaxed);
+                    lock(&TOTALS.reconnect_us).push(started.elapsed().as_micros() as u64);
+                    break ws;
+                }
+                Err(OpenError::Refused(after)) => {
+                    TOTALS.retried_503.fetch_add(1, Ordering::Relaxed);
+                    retry_after = after;
+                }
+                Err(OpenError::Again) => {
+                    TOTALS.retried_1013.fetch_add(1, Ordering::Relaxed);
+                    retry_after = None;
+                }
+                Err(OpenError::Other(_)) => {
+                    TOTALS.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+                    retry_after = None;
+                }
+            }
+            attempt += 1;
+            if attempt >= MAX_ATTEMPTS {
+                TOTALS.gave_up.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+    }
+}
+
+/// Where and as whom a user's socket connects; kept to reconnect.
+struct Target {
+    n: usize,
+    name: String,
+    url: String,
+    node: SocketAddrV4,
+    source: Ipv4Addr,
+    cookie: String,
+}
+
+/// Opens the socket, waiting out refusals (503, 1013) up to [`MAX_ATTEMPTS`], records
+/// `WS connect` and starts the task that holds it.
+async fn connect(
+    user: &mut GooseUser,
+    target: &Arc<Target>,
+) -> Result<Socket, Box<TransactionError>> {
+    let mut attempt = 0;
+    loop {
+        let started = Instant::now();
+        let result = open(&target.url, target.node, target.source, &target.cookie).await;
+        let took = started.elapsed();
+        let retry = match result {
+            Ok(ws) => {
+                TOTALS.opened.fetch_add(1, Ordering::Relaxed);
+                lock(&TOTALS.connect_us).push(took.as_micros() as u64);
+                *lock(&TOTALS.last_open) = Some(Instant::now());
+                let (tx, rx) = oneshot::channel();
+                let task = tokio::spawn(tab(ws, target.clone(), rx));
+                user.record_custom_request_duration("WS", "connect", took, true, Some(101), None)
+                    .await?;
+                return Ok(Socket { stop: tx, task });
+            }
+            Err(OpenError::Refused(retry_after)) => {
+                TOTALS.retried_503.fetch_add(1, Ordering::Relaxed);
+                retry_after
+            }
+            Err(OpenError::Again) => {
+                TOTALS.retried_1013.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(OpenError::Other(e)) => {
+                TOTALS.failed.fetch_add(1, Ordering::Relaxed);
+                user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
+                    .await?;
+                return Err(fail(format!("{}: {e}", target.name)));
+            }
+        };
+        attempt += 1;
+        if attempt >= MAX_ATTEMPTS {
+            TOTALS.failed.fetch_add(1, Ordering::Relaxed);
+            let e = format!("refused {attempt} times (503 or 1013)");
+            user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
+                .await?;
+            return Err(fail(format!("{}: {e}", target.name)));
+        }
+        let jitter = jitter_now(target.n, attempt);
+        tokio::time::sleep(plan::backoff(attempt - 1, retry, jitter)).await;
+    }
+}
+
+/// Logs in (registering first unless the users are seeded) and opens the socket.
+pub async fn start(user: &mut GooseUser) -> TransactionResult {
+    let settings = SETTINGS.get().ok_or_else(|| fail("settings not set"))?;
+    let k = NEXT_USER[Kind::Connections.index()].fetch_add(1, Ordering::Relaxed);
+    let n = plan::user_number(settings.offset, k);
+    if let Some(host) = plan::pick_host(&settings.hosts, n) {
+        user.set_base_url(host)?;
+    }
+    let base = user.base_url.as_str().trim_end_matches('/').to_owned();
+    let node = plan::node_addr(&base).map_err(fail)?;
+    TOTALS.first_start.get_or_init(Instant::now);
+    let (name, password) = match &settings.seeded {
+        Some(prefix) => (plan::seeded_name(prefix, n), plan::SEEDED_PASSWORD),
+        None => {
+            let name = plan::username(&settings.run, Kind::Connections, n);
+            login::register(user, &name, plan::PASSWORD, n).await?;
+            (name, plan::PASSWORD)
+        }
+    };
+    let cookie = login::log_in(user, &name, password, n).await?;
+    let target = Arc::new(Target {
+        n,
+        name,
+        url: plan::ws_url(&base),
+        node,
+        source: plan::source_addr(n, settings.sources),
+        cookie,
+    });
+    let socket = connect(user, &target).await;
+    let socket = socket?;
+    user.set_session_data(Held(Arc::new(HeldInner {
+        target,
+        parts: Mutex::new(Some(socket)),
+    })));
+    Ok(())
+}
+
+/// The repeated transaction: the socket's own task reads, pings and reconnects; this
+/// only fails once that task gave up.
+pub async fn idle(user: &mut GooseUser) -> TransactionResult {
+    let Some(held) = user.get_session_data_mut::<Held>() else {
+        return Err(fail("no socket: connections start did not finish"));
+    };
+    let alive = lock(&held.0.parts)
+        .as_ref()
+        .is_some_and(|s| !s.task.is_finished());
+    if alive {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{}: gave up reconnecting",
+            held.0.target.name
+        )))
+    }
+}
+
+pub async fn stop(user: &mut GooseUser) -> TransactionResult {
+    let socket = user
+        .get_session_data_mut::<Held>()
+        .and_then(|held| lock(&held.0.parts).take());
+    if let Some(Socket { stop, task }) = socket {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(CLOSE_WAIT * 2, task).await;
+    }
+    Ok(())
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// `connect:`, `opened:` and `sockets:` lines, `key value` pairs for scripts.
+pub fn report() -> Vec<String> {
+    let mut v = lock(&TOTALS.connect_us).clone();
+    v.sort_unstable();
+    let ms = |p: f64| {
+        plan::percentile(&v, p)
+            .map_or_else(|| "-".into(), |us| format!("{:.2}", us as f64 / 1000.0))
+    };
+    let mut r = lock(&TOTALS.reconnect_us).clone();
+    r.sort_unstable();
+    let reconnect_p50 = plan::percentile(&r, 50.0)
+        .map_or_else(|| "-".into(), |us| format!("{:.2}", us as f64 / 1000.0));
+    let span = match (TOTALS.first_start.get(), *lock(&TOTALS.last_open)) {
+        (Some(first), Some(last)) => format!("{:.2}", last.duration_since(*first).as_secs_f64()),
+        _ => "-".into(),
+    };
+    let mut lines = vec![
+        format!(
+            "connect: n {} p50_ms {} p95_ms {} p99_ms {} max_ms {}",
+            v.len(),
+            ms(50.0),
+            ms(95.0),
+            ms(99.0),
+            ms(100.0)
+        ),
+        format!(
+            "opened: sockets {} failed {} retried_503 {} retried_1013 {} login_retried_503 {} \
+             reconnects {} reconnect_p50_ms {} reconnect_failures {} gave_up {} \
+             first_login_to_last_open_s {span}",
+            load(&TOTALS.opened),
+            load(&TOTALS.failed),
+            load(&TOTALS.retried_503),
+            load(&TOTALS.retried_1013),
+            load(&login::TOTALS.retried_503),
+            load(&TOTALS.reconnects),
+            reconnect_p50,
+            load(&TOTALS.reconnect_failures),
+            load(&TOTALS.gave_up),
+        ),
+        format!(
+            "sockets: closed_by_server {} text_frames {} presence_frames {} error_frames {} \
+             server_pings {} pings_sent {} pongs {} presence_before_update_users {}",
+            load(&TOTALS.closed_by_server),
+            load(&TOTALS.text_frames),
+            load(&TOTALS.presence_frames),
+            load(&TOTALS.error_frames),
+            load(&TOTALS.server_pings),
+            load(&TOTALS.pings_sent),
+            load(&TOTALS.pongs),
+            load(&TOTALS.presence_first),
+        ),
+    ];
+    let mut codes: Vec<_> = lock(&TOTALS.close_codes)
+        .iter()
+        .map(|(c, n)| (c.clone(), *n))
+        .collect();
+    codes.sort();
+    for (code, n) in codes {
+        lines.push(format!("server close {code}: {n}"));
+    }
+    lines
+}
+
+/// Writes the connect latencies, one microsecond figure a line, for a script that merges
+/// several generator processes (`LOADTEST_CONNECT_LOG`).
+pub fn write_samples(path: &str) -> Result<(), String> {
+    let mut v = lock(&TOTALS.connect_us).clone();
+    v.sort_unstable();
+    let text: String = v.iter().map(|us| format!("{us}\n")).collect();
+    std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))
+}
