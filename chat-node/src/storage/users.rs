@@ -58,11 +58,11 @@ impl Db {
     pub async fn user_with_hash(&self, username: &str) -> Result<Option<UserWithHash>, StoreError> {
         self.run(async |conn| {
             users::table
-            .filter(users::username.eq(username))
-            .select(UserWithHash::as_select())
-            .first(conn)
-            .await
-            .optional()
+                .filter(users::username.eq(username))
+                .select(UserWithHash::as_select())
+                .first(conn)
+                .await
+                .optional()
         })
         .await
     }
@@ -70,11 +70,11 @@ impl Db {
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
         self.run(async |conn| {
             users::table
-            .filter(users::username.eq(username))
-            .select(User::as_select())
-            .first(conn)
-            .await
-            .optional()
+                .filter(users::username.eq(username))
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()
         })
         .await
     }
@@ -82,11 +82,11 @@ impl Db {
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
         self.run(async |conn| {
             users::table
-            .find(id)
-            .select(User::as_select())
-            .first(conn)
-            .await
-            .optional()
+                .find(id)
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()
         })
         .await
     }
