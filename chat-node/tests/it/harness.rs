@@ -59,11 +59,15 @@ impl Node {
 
 /// The shared MariaDB every test uses unless it brings its own.
 pub const SHARED_DB_BASE: &str = "mysql://root@127.0.0.1:3306";
+/// The shared Redis every test uses unless it brings its own.
+pub const SHARED_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 pub struct Cluster {
     pub db: String,
     /// `mysql://user@host:port`, without a database name.
     db_base: String,
+    /// The Redis every node of this cluster uses.
+    pub redis_url: String,
     pub prefix: String,
     session_key: String,
     pub nodes: Vec<Node>,
@@ -82,10 +86,21 @@ impl Cluster {
 
     /// Like `start_with`, on the MariaDB server at `db_base` (`mysql://root@host:port`).
     pub async fn start_on(n: usize, env: &[(&str, &str)], db_base: &str) -> Self {
+        Self::start_on_servers(n, env, db_base, SHARED_REDIS_URL).await
+    }
+
+    /// Like `start_on`, with the Redis at `redis_url` (`redis://host:port`) too.
+    pub async fn start_on_servers(
+        n: usize,
+        env: &[(&str, &str)],
+        db_base: &str,
+        redis_url: &str,
+    ) -> Self {
         let tag = random(10);
         let mut cluster = Self {
             db: format!("chat_test_{tag}"),
             db_base: db_base.trim_end_matches('/').to_owned(),
+            redis_url: redis_url.to_owned(),
             prefix: format!("test_{tag}"),
             session_key: random(64),
             nodes: Vec::new(),
@@ -136,7 +151,7 @@ impl Cluster {
                 format!("127.0.0.1:{}", node.metrics_port),
             )
             .env("DATABASE_URL", self.database_url())
-            .env("REDIS_URL", "redis://127.0.0.1:6379")
+            .env("REDIS_URL", &self.redis_url)
             .env("CHAT_REDIS_PREFIX", &self.prefix)
             .env("CHAT_NODE_ID", &node.id)
             .env("CHAT_SESSION_KEY", &self.session_key)
@@ -247,7 +262,7 @@ impl Cluster {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open("redis://127.0.0.1:6379")
+        redis::Client::open(self.redis_url.as_str())
             .expect("redis url")
             .get_multiplexed_async_connection()
             .await
@@ -293,9 +308,11 @@ impl Drop for Cluster {
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "redis-cli --scan --pattern '{}:*' | xargs -r redis-cli del >/dev/null",
-                self.prefix
+                "redis-cli -u '{url}' --scan --pattern '{}:*' | xargs -r redis-cli -u '{url}' del >/dev/null",
+                self.prefix,
+                url = self.redis_url,
             ))
+            .stderr(Stdio::null())
             .status();
     }
 }

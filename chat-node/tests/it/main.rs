@@ -7,12 +7,14 @@
 
 mod harness;
 mod mariadb;
+mod redis_server;
 
 mod bad_frames;
 mod bcrypt_pool;
 mod chat;
 mod drain;
 mod encoding;
+mod faults;
 mod headers;
 mod http_api;
 mod internal;
