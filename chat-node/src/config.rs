@@ -151,6 +151,9 @@ pub struct Config {
     /// with Retry-After.
     #[arg(long, env = "CHAT_BCRYPT_QUEUE", default_value_t = 64)]
     pub bcrypt_queue: usize,
+    /// Run pending migrations at start-up (turn off where a migration job owns the schema)
+    #[arg(long, env = "CHAT_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.

@@ -56,7 +56,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         );
     }
     let key = Key::derive_from(key_material.as_bytes());
-    let ran = migrate(&config).await?;
+    let ran = if config.migrate_on_start {
+        migrate(&config).await?
+    } else {
+        crate::storage::check_migrated(&config.database_url).await?
+    };
     tracing::info!(migrations = ran, "database ready");
 
     let node_id = config.node_id();

@@ -1,7 +1,11 @@
 //! Creating the database and running migrations. Several nodes may start at once, so the
 //! migration run holds a MySQL named lock.
 
-use diesel::sql_types::{Integer, Nullable};
+use std::collections::HashSet;
+
+use diesel::migration::MigrationSource;
+use diesel::mysql::Mysql;
+use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncMysqlConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -92,6 +96,48 @@ pub async fn run_migrations(url: &str) -> Result<usize, StoreError> {
         .execute(&mut conn)
         .await?;
     ran
+}
+
+#[derive(QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// For a node that does not migrate (a migration job owns the schema): fails, naming what
+/// is missing, unless every migration this binary embeds has been applied. It only reads
+/// `__diesel_schema_migrations`, so a user with DML rights alone can run it; it creates
+/// nothing, not even the database. Returns 0, the migrations it ran.
+pub async fn check_migrated(url: &str) -> Result<usize, StoreError> {
+    let mut conn = AsyncMysqlConnection::establish(url)
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))?;
+    let not_migrated = |why: String| {
+        StoreError::Migration(format!(
+            "{why}; CHAT_MIGRATE_ON_START is false: run `chat-node migrate` (the migration job) first"
+        ))
+    };
+    let applied: Vec<Applied> = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+        .load(&mut conn)
+        .await
+        .map_err(|e| not_migrated(format!("the schema was never migrated ({e})")))?;
+    let applied: HashSet<String> = applied.into_iter().map(|a| a.version).collect();
+    let embedded = MigrationSource::<Mysql>::migrations(&MIGRATIONS)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let pending: Vec<String> = embedded
+        .iter()
+        .filter(|m| !applied.contains(&m.name().version().to_string()))
+        .map(|m| m.name().to_string())
+        .collect();
+    if pending.is_empty() {
+        Ok(0)
+    } else {
+        Err(not_migrated(format!(
+            "{} migration(s) not applied: {}",
+            pending.len(),
+            pending.join(", ")
+        )))
+    }
 }
 
 #[cfg(test)]

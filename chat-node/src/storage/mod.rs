@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
 
+use diesel::QueryResult;
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel::QueryResult;
 use diesel_async::AsyncMysqlConnection;
 
-pub use migrate::{ensure_database, run_migrations};
+pub use migrate::{check_migrated, ensure_database, run_migrations};
 
 /// Longest wait for a pooled connection before the request is answered `unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(5);

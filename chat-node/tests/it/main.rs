@@ -21,6 +21,7 @@ mod internal;
 mod lb;
 mod login_limits;
 mod metrics;
+mod migrate_on_start;
 mod migrations;
 mod mysql_outage;
 mod presence;
