@@ -7,7 +7,11 @@
 #   - any other kind is an error (a typo in `kind:` must not pass as "unknown, skipped");
 #   - wiring the schemas cannot see: selectors that match no pod template, references to
 #     ConfigMaps/Secrets/Services that are not rendered, probes on undeclared ports, a
-#     termination grace period shorter than preStop + the node's drain timeout.
+#     termination grace period shorter than preStop + the node's drain timeout;
+#     NetworkPolicies that select no pod or name a port the pods do not declare; a
+#     secretKeyRef to a key the rendered Secret lacks; an env value or argument using
+#     $(VAR) that the container does not define; the migration user's Secret mounted by
+#     anything but a Job, or nodes that migrate at start-up beside a migration Job.
 # Then it proves that it can fail: deliberately broken manifests must be rejected.
 #
 # Usage: deploy/k8s/validate.sh            (no arguments, no stdin, no network once the
@@ -19,7 +23,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/chat-k8s-venv"
 k8s_versions="${K8S_VERSIONS:-1.29 latest}"
 # Secrets that an overlay expects to exist in the cluster already (created out of band).
-declare -A external_secrets=([prod]="chat-node-secrets chat-tls" [base]="chat-tls")
+declare -A external_secrets=([prod]="chat-node-secrets chat-migrate-secrets chat-tls" [base]="chat-tls")
 
 command -v kubectl >/dev/null || { echo "validate.sh: kubectl not found" >&2; exit 2; }
 
@@ -211,6 +215,100 @@ for (n, _, owner, podspec) in templates:
         if drain is not None and owner.get("kind") != "Job" and grace < sleep + drain:
             err(ident(owner), f"terminationGracePeriodSeconds {grace} < preStop sleep {sleep} + drain timeout {drain}")
 
+# NetworkPolicies: what they select exists, and the ports they open are declared.
+def selected(selector, namespace):
+    """Pod templates a LabelSelector (matchLabels and matchExpressions) selects."""
+    found = []
+    for (n, l, o, spec) in templates:
+        if n != namespace:
+            continue
+        ok = all(l.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+        for e in selector.get("matchExpressions") or []:
+            key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+            ok = ok and {"In": lambda: l.get(key) in values, "NotIn": lambda: l.get(key) not in values,
+                         "Exists": lambda: key in l, "DoesNotExist": lambda: key not in l}[op]()
+        if ok:
+            found.append((o, spec))
+    return found
+
+for d in docs:
+    if d.get("kind") != "NetworkPolicy":
+        continue
+    spec, n = d.get("spec") or {}, ns(d)
+    sel = spec.get("podSelector") or {}
+    if not sel:
+        continue  # {}: every pod of the namespace
+    pods = selected(sel, n)
+    if not pods:
+        err(ident(d), f"podSelector {sel} matches no pod template")
+        continue
+    declared = {p.get("name") for (_, ps) in pods for c in ps.get("containers") or [] for p in c.get("ports") or []}
+    for rule in spec.get("ingress") or []:
+        for port in rule.get("ports") or []:
+            if isinstance(port.get("port"), str) and port["port"] not in declared:
+                err(ident(d), f"ingress port {port['port']!r} is not a named port of the pods it selects")
+        for peer in rule.get("from") or []:
+            if "podSelector" in peer and "namespaceSelector" not in peer and peer["podSelector"] and not selected(peer["podSelector"], n):
+                err(ident(d), f"ingress from podSelector {peer['podSelector']} matches no pod template")
+
+def envfrom_names(n, c):
+    """Variables a container gets from envFrom (set before its env entries)."""
+    names = []
+    for ef in c.get("envFrom") or []:
+        kind = "ConfigMap" if "configMapRef" in ef else "Secret"
+        ref = ef.get("configMapRef") or ef.get("secretRef") or {}
+        obj = next((x for x in docs if x.get("kind") == kind and ns(x) == n and x["metadata"]["name"] == ref.get("name")), None)
+        if obj:
+            names += list((obj.get("data") or {}).keys()) + list((obj.get("stringData") or {}).keys())
+    return names
+
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+for (n, _, owner, podspec) in templates:
+    for c in (podspec.get("containers") or []) + (podspec.get("initContainers") or []):
+        defined = set(envfrom_names(n, c))
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                secret = next((x for x in docs if x.get("kind") == "Secret" and ns(x) == n and x["metadata"]["name"] == ref.get("name")), None)
+                keys = set((secret or {}).get("data") or {}) | set((secret or {}).get("stringData") or {})
+                if secret is not None and ref.get("key") not in keys:
+                    err(ident(owner), f"container {c.get('name')}: env {e.get('name')}: Secret {ref.get('name')} has no key {ref.get('key')!r}")
+            for var in VAR_REF.findall(str(e.get("value") or "")):
+                if var not in defined:
+                    err(ident(owner), f"container {c.get('name')}: env {e.get('name')} uses $({var}), defined neither before it nor by envFrom")
+            defined.add(e.get("name"))
+        for arg in (c.get("args") or []) + (c.get("command") or []):
+            for var in VAR_REF.findall(str(arg)):
+                if var not in defined:
+                    err(ident(owner), f"container {c.get('name')}: argument uses $({var}), which the container does not define")
+
+# The migration Job alone holds the schema owner's credentials, and nodes beside it never
+# migrate at start-up.
+MIGRATE_SECRET = "chat-migrate-secrets"
+migrate_jobs = [o for (_, _, o, ps) in templates if o.get("kind") == "Job"
+                and any("migrate" in (c.get("args") or []) for c in ps.get("containers") or [])]
+for (n, _, owner, podspec) in templates:
+    containers = (podspec.get("containers") or []) + (podspec.get("initContainers") or [])
+    mounts = [c for c in containers
+              if any((ef.get("secretRef") or {}).get("name") == MIGRATE_SECRET for ef in c.get("envFrom") or [])
+              or any(((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") == MIGRATE_SECRET for e in c.get("env") or [])]
+    mounts += [v for v in podspec.get("volumes") or [] if (v.get("secret") or {}).get("secretName") == MIGRATE_SECRET]
+    if mounts and owner.get("kind") != "Job":
+        err(ident(owner), f"mounts {MIGRATE_SECRET} (the schema owner's credentials): only the migration Job may")
+    if not migrate_jobs or owner.get("kind") != "Deployment":
+        continue
+    for c in containers:
+        if c.get("name") != "chat-node":
+            continue
+        env = {}
+        for ef in c.get("envFrom") or []:
+            ref = ef.get("configMapRef") or {}
+            cm = next((x for x in docs if x.get("kind") == "ConfigMap" and ns(x) == n and x["metadata"]["name"] == ref.get("name")), None)
+            env.update((cm or {}).get("data") or {})
+        env.update({e.get("name"): e.get("value") for e in c.get("env") or [] if "value" in e})
+        if str(env.get("CHAT_MIGRATE_ON_START", "true")).lower() != "false":
+            err(ident(owner), f"container chat-node migrates at start-up (CHAT_MIGRATE_ON_START is not false) beside the migration {ident(migrate_jobs[0])}")
+
 for e in errors:
     print(e)
 if errors:
@@ -317,6 +415,86 @@ spec:
   selector: {matchLabels: {app: broken}}
   endpoints:
     - {port: http, interval: 15 seconds}
+EOF
+)
+
+broken_case networkpolicy-selector 'matches no pod template' < <(deployment_with '  replicas: 2'; cat <<'EOF'
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: broken}
+spec:
+  podSelector: {matchLabels: {app: brokn}}
+  policyTypes: [Ingress]
+EOF
+)
+broken_case networkpolicy-port "ingress port 'metrics' is not a named port" < <(deployment_with '  replicas: 2'; cat <<'EOF'
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: broken}
+spec:
+  podSelector: {matchLabels: {app: broken}}
+  policyTypes: [Ingress]
+  ingress:
+    - ports: [{port: metrics, protocol: TCP}]
+EOF
+)
+broken_case secret-key "has no key 'REDIS_PASSWORD'" < <(cat <<'EOF'
+apiVersion: v1
+kind: Secret
+metadata: {name: broken}
+stringData: {REDIS_PASWORD: x}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: broken}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: app
+          image: example/app:1
+          env:
+            - name: REDIS_PASSWORD
+              valueFrom: {secretKeyRef: {name: broken, key: REDIS_PASSWORD}}
+EOF
+)
+broken_case env-reference 'uses $(REDIS_ADDR)' < <(deployment_with '  replicas: 2' \
+  | sed 's|^          ports: \[|          env: [{name: REDIS_URL, value: "redis://$(REDIS_ADDR)"}]\n          ports: [|')
+broken_case migrate-secret-in-deployment 'only the migration Job may' < <(deployment_with '  replicas: 2' \
+  | sed 's|^          ports: \[|          envFrom: [{secretRef: {name: chat-migrate-secrets}}]\n          ports: [|'; cat <<'EOF'
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: chat-migrate-secrets}
+stringData: {DATABASE_URL: "mysql://x"}
+EOF
+)
+broken_case nodes-migrate-beside-job 'migrates at start-up' < <(cat <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: chat-node}
+spec:
+  selector: {matchLabels: {app: chat}}
+  template:
+    metadata: {labels: {app: chat}}
+    spec:
+      containers:
+        - name: chat-node
+          image: example/chat-node:1
+          env: [{name: CHAT_MIGRATE_ON_START, value: "true"}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - {name: migrate, image: example/chat-node:1, args: [migrate]}
 EOF
 )
 
