@@ -1,6 +1,8 @@
 # Sourced by loadtest/connections.sh and loadtest/login.sh (not run on its own): a fresh
 # cluster of release nodes with its own database, Redis prefix and random session key,
-# and the cleanup that stops the nodes and drops both.
+# and the cleanup that stops the nodes and drops both. Every simulated user comes from
+# 127.0.0.1, so the per-address registration and failed-login limits are lifted (older
+# nodes ignore those variables).
 #
 #   cluster_init <name>           sets TAG, DB, PREFIX, KEY, OUT (if unset); traps EXIT
 #   NODE_ENV=(VAR=value ...)      extra environment for every node (optional)
@@ -49,6 +51,8 @@ start_node() { # port id bcrypt-cost
     CHAT_BCRYPT_COST="$3" \
     CHAT_NODE_ID="$2" \
     CHAT_DEV=true \
+    CHAT_REGISTER_MAX_PER_ADDRESS=1000000 \
+    CHAT_LOGIN_MAX_FAILURES_PER_ADDRESS=1000000 \
     RUST_LOG=warn \
     "${NODE_ENV[@]}" \
     "${CHAT_NODE_BIN:-$CARGO_TARGET_DIR/release/chat-node}" >"$OUT/$2.log" 2>&1 &

@@ -124,8 +124,8 @@ while :; do
   for c in "${counts[@]}"; do total=$(( total + c )); done
   done_gens=$(cat "$OUT"/gen-*.txt 2>/dev/null | grep -c "^all_open:" || true)
   if [ "$total" -ge "$SOCKETS" ] && [ "$done_gens" -ge "${#GENS[@]}" ]; then
-    last_ms=$(awk '$1 == "all_open:" { for (i = 2; i < NF; i++) if ($i == "unix_ms") print $(i + 1) }' \
-      "$OUT"/gen-*.txt | sort -n | tail -1)
+    last_ms=$(cat "$OUT"/gen-*.txt | awk '$1 == "all_open:" {
+      for (i = 2; i < NF; i++) if ($i == "unix_ms") print $(i + 1) }' | sort -n | tail -1)
     open_s=$(awk -v a="$t0_ms" -v b="$last_ms" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
     break
   fi
@@ -171,7 +171,7 @@ pct() { awk -v p="$1" '{ v[NR] = $1 } END { if (!NR) { print "-"; exit }
 
 echo
 echo "== connections: $SOCKETS sockets, directory $USERS users, ${#PORTS[@]} nodes, ${#GENS[@]} generator(s), $(nproc) cores, machine busy ${machine}% of $(( $(nproc) * 100 ))% during the CPU sample"
-grep -h '^all_open:\|^opened:\|^connect:\|^sockets:\|^server close' "$OUT"/gen-*.txt | sed 's/^/  /'
+{ grep -h '^all_open:\|^opened:\|^connect:\|^sockets:\|^server close' "$OUT"/gen-*.txt || true; } | sed 's/^/  /'
 echo "| node | sockets at RSS reading | sockets after CPU sample | RSS before KiB | RSS after KiB | RSS per socket KiB | idle CPU % of a core |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 i=0
