@@ -41,7 +41,7 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// Upgrade plus `updateUsers`; past this the attempt fails (a loaded node is slow, not
 /// refusing).
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
-/// Attempts at one socket (and at one login) before the user gives up.
+/// Attempts at one socket before the user gives up.
 pub const MAX_ATTEMPTS: u32 = 12;
 /// How long a closing socket waits for the server's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -52,7 +52,10 @@ type Stream = tokio_tungstenite::WebSocketStream<TcpStream>;
 #[derive(Default)]
 pub struct Totals {
     pub opened: AtomicU64,
+    /// Users whose socket never opened: refused too often, or another error.
     pub failed: AtomicU64,
+    /// Users whose registration or login failed (not 503s, which are retried).
+    pub login_failed: AtomicU64,
     /// Upgrade plus `updateUsers` of each socket opened, in microseconds.
     pub connect_us: Mutex<Vec<u64>>,
     pub retried_503: AtomicU64,
@@ -411,11 +414,20 @@ pub async fn start(user: &mut GooseUser) -> TransactionResult {
         Some(prefix) => (plan::seeded_name(prefix, n), plan::SEEDED_PASSWORD),
         None => {
             let name = plan::username(&settings.run, Kind::Connections, n);
-            login::register(user, &name, plan::PASSWORD, n).await?;
+            if let Err(e) = login::register(user, &name, plan::PASSWORD, n).await {
+                TOTALS.login_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
             (name, plan::PASSWORD)
         }
     };
-    let cookie = login::log_in(user, &name, password, n).await?;
+    let cookie = match login::log_in(user, &name, password, n).await {
+        Ok(cookie) => cookie,
+        Err(e) => {
+            TOTALS.login_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
     let target = Arc::new(Target {
         n,
         name,
@@ -493,11 +505,13 @@ pub fn report() -> Vec<String> {
             ms(100.0)
         ),
         format!(
-            "opened: sockets {} failed {} retried_503 {} retried_1013 {} login_retried_503 {} \
+            "opened: sockets {} failed {} login_failed {} retried_503 {} retried_1013 {} \
+             login_retried_503 {} \
              reconnects {} reconnect_p50_ms {} reconnect_failures {} gave_up {} \
              first_login_to_last_open_s {span}",
             load(&TOTALS.opened),
             load(&TOTALS.failed),
+            load(&TOTALS.login_failed),
             load(&TOTALS.retried_503),
             load(&TOTALS.retried_1013),
             load(&login::TOTALS.retried_503),

@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 use chat_common::protocol::Credentials;
 use goose::prelude::*;
 
-use crate::connections::MAX_ATTEMPTS;
 use crate::plan::{self, Kind};
 use crate::ws::lock;
 use crate::{fail, NEXT_USER, SETTINGS};
 
 /// Width of the report's table rows.
 const BUCKET_MS: u64 = 10_000;
+/// Registrations and logins answered 503 (the bcrypt pool is full) are tried this many
+/// times, the waits growing to 8 s and more: a user keeps trying, as a person would.
+pub const MAX_ATTEMPTS: u32 = 30;
 
 /// How one login went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

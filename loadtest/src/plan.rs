@@ -350,17 +350,19 @@ pub fn retry_after(value: &str) -> Option<Duration> {
 }
 
 /// How long to wait before attempt `attempt + 1` (attempts count from 0). `jitter` is in
-/// `0..1`. A server's `Retry-After` is a floor: up to half of it again is added, so the
-/// users it turned away do not all come back together. Without one: 250 ms doubling to
-/// 8 s, times 0.5 to 1.5.
+/// `0..1`. The backoff is 250 ms doubling to 8 s; without `Retry-After` it is taken times
+/// 0.5 to 1.5. A server's `Retry-After` is a floor: the larger of it and the backoff, plus
+/// up to half of that again, so the users it turned away do not all come back together
+/// and the ones turned away again and again come back less often.
 pub fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
     let jitter = jitter.clamp(0.0, 1.0);
+    let exponential = Duration::from_millis(250 << attempt.min(5));
     match retry_after {
-        Some(floor) => floor + floor.mul_f64(jitter / 2.0),
-        None => {
-            let base = Duration::from_millis(250 << attempt.min(5));
-            base.mul_f64(0.5 + jitter)
+        Some(floor) => {
+            let base = floor.max(exponential);
+            base + base.mul_f64(jitter / 2.0)
         }
+        None => exponential.mul_f64(0.5 + jitter),
     }
 }
 
@@ -620,7 +622,13 @@ mod tests {
         assert_eq!(backoff(30, None, 0.5), ms(8000), "capped");
         let two = Some(Duration::from_secs(2));
         assert_eq!(backoff(0, two, 0.0), ms(2000), "never before Retry-After");
-        assert_eq!(backoff(7, two, 1.0), ms(3000));
+        assert_eq!(backoff(0, two, 1.0), ms(3000));
+        assert_eq!(
+            backoff(4, two, 0.0),
+            ms(4000),
+            "the backoff once it passes it"
+        );
+        assert_eq!(backoff(7, two, 1.0), ms(12_000));
         assert_eq!(retry_after(" 3 "), Some(Duration::from_secs(3)));
         assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         let values: Vec<f64> = (0..1000).map(|n| jitter(n, 1, 12_345)).collect();
