@@ -107,8 +107,10 @@ struct Probe {
     nodes: Vec<Node>,
     expect: usize,
     started: Instant,
-    /// The last total the gauges gave, for the report when not all sockets opened.
+    /// The last total the gauges gave, and the last failure to read one, for the report
+    /// when not all sockets opened.
     last_total: Mutex<Option<i64>>,
+    last_error: Mutex<Option<String>>,
     measured: OnceLock<Result<(Vec<Measured>, Duration), String>>,
 }
 
@@ -144,6 +146,7 @@ pub fn start(
             expect,
             started: Instant::now(),
             last_total: Mutex::new(None),
+            last_error: Mutex::new(None),
             measured: OnceLock::new(),
         })
         .map_err(|_| "RSS probe started twice".to_owned())?;
@@ -156,7 +159,10 @@ pub fn start(
             for node in &probe.nodes {
                 match node_sockets(&node.metrics).await {
                     Ok(n) => total += n,
-                    Err(_) => complete = false,
+                    Err(e) => {
+                        complete = false;
+                        *lock(&probe.last_error) = Some(e);
+                    }
                 }
             }
             if complete {
@@ -216,9 +222,13 @@ pub fn report() -> Vec<String> {
             .collect(),
         Some(Err(e)) => vec![format!("rss: not measured: {e}")],
         None => vec![format!(
-            "rss: not measured: the nodes never held the {} sockets expected (last seen {})",
+            "rss: not measured: the nodes never held the {} sockets expected, or this \
+             process's sockets never all opened (nodes' last total {}; last /metrics error: {})",
             probe.expect,
-            lock(&probe.last_total).map_or_else(|| "none".into(), |t| t.to_string())
+            lock(&probe.last_total).map_or_else(|| "none".into(), |t| t.to_string()),
+            lock(&probe.last_error)
+                .clone()
+                .unwrap_or_else(|| "none".into())
         )],
     }
 }
