@@ -401,6 +401,7 @@ pub fn report() -> Vec<String> {
     for (code, n) in statuses {
         lines.push(format!("login status {code}: {n}"));
     }
+    lines.push("per 10 s of the run (the last row may cover less than 10 s):".into());
     lines.push(
         "| from s | ok/s | 503+Retry-After /s | other fails /s | ok p50 ms | ok p99 ms |".into(),
     );
