@@ -26,6 +26,9 @@ cluster_init() {
   OUT="${OUT:-/tmp/chat-$1-$TAG}"
   mkdir -p "$OUT"
   trap cluster_cleanup EXIT
+  # Killed (timeout, Ctrl-C): exit, so that the EXIT trap stops the nodes and drops both.
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
 }
 
 cluster_stop() {
