@@ -8,8 +8,13 @@
 //! 2. one lookup of every `clientId` of the batch (duplicates inside the batch are found
 //!    in memory);
 //! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order;
-//! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it), the locks
-//!    are released, and only then is any sender answered.
+//! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it, retrying
+//!    while Redis is away), the locks are released, and only then is any sender answered.
+//!    A sender is acknowledged only through that publication: a message whose delivery
+//!    failed is answered `unavailable`, and the sender's retry (same `clientId`) finds it
+//!    stored and publishes it again. A duplicate is always published again, so a message
+//!    that was committed but never published (its node died, or its COMMIT's answer was
+//!    lost) reaches its recipient when its sender retries.
 //!
 //! The user locks are held from before the insert until the batch is published, so for
 //! each user both the ids and the order of publication follow the order of commits; why
@@ -21,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chat_common::protocol::ChatMessage;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
@@ -35,9 +40,11 @@ use super::messages::to_wire;
 use super::users::User;
 use super::StoreError;
 
+/// How long a committed batch waits for Redis before its senders are told to retry.
+const DELIVER_BOUND: Duration = Duration::from_secs(10);
 /// A MySQL that stops answering (a paused server, a dropped route) fails the batch
 /// instead of holding every sender; a connection open that long is closed.
-const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a batch waits for another node's batch on the same users.
 const LOCK_WAIT_SECS: u32 = 5;
 /// Statement shapes per connection: up to `max_batch` INSERTs plus the padded lookups.
@@ -53,16 +60,12 @@ pub struct NewMessage {
     pub text: String,
 }
 
-/// What the writer did with one message.
+/// What the writer did with one message; either way it was committed and published, so
+/// the sender's sockets receive it (their acknowledgement) on the user channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
-    /// Committed; `published` is false when `deliver` failed, so the sender is
-    /// acknowledged directly and the recipient finds it through `sync`.
-    New {
-        message: ChatMessage,
-        published: bool,
-    },
-    /// The sender's `clientId` was already stored: the original, to acknowledge again.
+    New(ChatMessage),
+    /// The sender's `clientId` was already stored: the original, published again.
     Duplicate(ChatMessage),
 }
 
@@ -75,6 +78,10 @@ pub enum WriteError {
     Store(#[from] StoreError),
     #[error("the writer has stopped")]
     Stopped,
+    /// Committed, but Redis did not take it in time: the sender retries with the same
+    /// `clientId`, which publishes the stored message.
+    #[error("the message was stored but could not be published")]
+    NotPublished,
 }
 
 /// A committed message, for delivery.
@@ -191,11 +198,13 @@ impl Task {
             self.metrics
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
-            let committed: Vec<Committed> = outcomes
+            // In id order (stored duplicates are older than the batch's new messages); a
+            // repeat inside the batch is published with its first occurrence.
+            let mut committed: Vec<Committed> = outcomes
                 .iter()
                 .zip(&jobs)
                 .filter_map(|(outcome, job)| match outcome {
-                    Outcome::New(message) => Some(Committed {
+                    Outcome::Stored(Kind::New | Kind::Republished, message) => Some(Committed {
                         message: message.clone(),
                         sender_id: job.message.sender.id,
                         recipient_id: job.message.recipient.id,
@@ -203,16 +212,36 @@ impl Task {
                     _ => None,
                 })
                 .collect();
-            let published = committed.is_empty() || (self.deliver)(committed).await;
+            committed.sort_by_key(|c| c.message.id);
+            let published = committed.is_empty() || self.deliver_until(committed).await;
             self.release_locks().await;
             for (job, outcome) in jobs.drain(..).zip(outcomes) {
                 let result = match outcome {
-                    Outcome::New(message) => Ok(Stored::New { message, published }),
-                    Outcome::Duplicate(message) => Ok(Stored::Duplicate(message)),
+                    Outcome::Stored(_, _) if !published => Err(WriteError::NotPublished),
+                    Outcome::Stored(Kind::New, message) => Ok(Stored::New(message)),
+                    Outcome::Stored(_, message) => Ok(Stored::Duplicate(message)),
                     Outcome::Reused => Err(WriteError::ClientIdReused),
                 };
                 let _ = job.reply.send(result);
             }
+        }
+    }
+
+    /// Publishes a committed batch, retrying while Redis is away, with the users' locks
+    /// held: no later message of theirs can be published first. Gives up after
+    /// [`DELIVER_BOUND`] so senders are answered; their retries publish it again.
+    async fn deliver_until(&self, committed: Vec<Committed>) -> bool {
+        let deadline = Instant::now() + DELIVER_BOUND;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if (self.deliver)(committed.clone()).await {
+                return true;
+            }
+            if Instant::now() + pause > deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -241,9 +270,18 @@ impl Task {
 /// What became of one job of a committed batch.
 #[derive(Debug)]
 enum Outcome {
-    New(ChatMessage),
-    Duplicate(ChatMessage),
+    Stored(Kind, ChatMessage),
     Reused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Inserted by this batch.
+    New,
+    /// Stored before: published again.
+    Republished,
+    /// The same `clientId` earlier in this batch: published with its first occurrence.
+    Repeat,
 }
 
 /// How a job's `clientId` was resolved before the insert.
@@ -349,7 +387,7 @@ async fn write_batch(
                 let id = ids
                     .next()
                     .ok_or_else(|| StoreError::Write("an id is missing".into()))?;
-                Outcome::New(to_wire(
+                Outcome::Stored(Kind::New, to_wire(
                     id,
                     m.channel_id,
                     &m.sender.username,
@@ -360,7 +398,7 @@ async fn write_batch(
                 )?)
             }
             Plan::Existing(row) if row.channel_id != m.channel_id => Outcome::Reused,
-            Plan::Existing(row) => Outcome::Duplicate(to_wire(
+            Plan::Existing(row) => Outcome::Stored(Kind::Republished, to_wire(
                 row.id,
                 row.channel_id,
                 &m.sender.username,
@@ -370,8 +408,8 @@ async fn write_batch(
                 m.client_id.clone(),
             )?),
             Plan::SameAs(first) => match (&outcomes[first], jobs[first].message.channel_id) {
-                (Outcome::New(original), channel) if channel == m.channel_id => {
-                    Outcome::Duplicate(original.clone())
+                (Outcome::Stored(Kind::New, original), channel) if channel == m.channel_id => {
+                    Outcome::Stored(Kind::Repeat, original.clone())
                 }
                 _ => Outcome::Reused,
             },

@@ -306,24 +306,13 @@ impl Connection {
             })
             .await;
         match stored {
-            Ok(Stored::New {
-                published: true, ..
-            }) => {
+            Ok(Stored::New(_)) => {
                 self.state.metrics.messages_stored.inc();
                 Ok(None)
             }
-            Ok(Stored::New {
-                message,
-                published: false,
-            }) => {
-                // Stored but not published: acknowledge directly so the sender does not
-                // resend; the peer gets it through `sync` when it reconnects.
-                self.state.metrics.messages_stored.inc();
-                Ok(Some(frame_text(&ServerFrame::ChatMessage { message })?))
-            }
-            Ok(Stored::Duplicate(message)) => {
-                Ok(Some(frame_text(&ServerFrame::ChatMessage { message })?))
-            }
+            // Published again: the acknowledgement arrives on the user channel, like every
+            // delivery.
+            Ok(Stored::Duplicate(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
