@@ -301,7 +301,15 @@ async fn chat_start(user: &mut GooseUser) -> TransactionResult {
 async fn chat_message(user: &mut GooseUser) -> TransactionResult {
     let pace = SETTINGS.get().map(|s| s.pace);
     if let Some(Pace::Interval(ms)) = pace {
-        wait_for_slot(session(user)?, Duration::from_millis(ms)).await;
+        match session(user) {
+            Ok(s) => wait_for_slot(s, Duration::from_millis(ms)).await,
+            // A user whose start failed has no schedule: fail at its pace, never in a
+            // tight loop (each failure is a goose record; spinning filled the memory).
+            Err(e) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                return Err(e);
+            }
+        }
     }
     send_message(user, ACK).await
 }
