@@ -55,9 +55,9 @@ impl From<WriteError> for AppError {
             ),
             WriteError::Store(e) => Self::Store(e),
             WriteError::Stopped => Self::Store(StoreError::Write("the writer has stopped".into())),
-            WriteError::NotPublished => {
-                Self::Redis(RedisError::Pool("a stored message could not be published".into()))
-            }
+            WriteError::NotPublished => Self::Redis(RedisError::Pool(
+                "a stored message could not be published".into(),
+            )),
         }
     }
 }

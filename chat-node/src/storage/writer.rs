@@ -387,26 +387,32 @@ async fn write_batch(
                 let id = ids
                     .next()
                     .ok_or_else(|| StoreError::Write("an id is missing".into()))?;
-                Outcome::Stored(Kind::New, to_wire(
-                    id,
-                    m.channel_id,
-                    &m.sender.username,
-                    &m.recipient.username,
-                    m.text.clone(),
-                    job.sent_at,
-                    m.client_id.clone(),
-                )?)
+                Outcome::Stored(
+                    Kind::New,
+                    to_wire(
+                        id,
+                        m.channel_id,
+                        &m.sender.username,
+                        &m.recipient.username,
+                        m.text.clone(),
+                        job.sent_at,
+                        m.client_id.clone(),
+                    )?,
+                )
             }
             Plan::Existing(row) if row.channel_id != m.channel_id => Outcome::Reused,
-            Plan::Existing(row) => Outcome::Stored(Kind::Republished, to_wire(
-                row.id,
-                row.channel_id,
-                &m.sender.username,
-                &m.recipient.username,
-                row.body,
-                row.sent_at,
-                m.client_id.clone(),
-            )?),
+            Plan::Existing(row) => Outcome::Stored(
+                Kind::Republished,
+                to_wire(
+                    row.id,
+                    row.channel_id,
+                    &m.sender.username,
+                    &m.recipient.username,
+                    row.body,
+                    row.sent_at,
+                    m.client_id.clone(),
+                )?,
+            ),
             Plan::SameAs(first) => match (&outcomes[first], jobs[first].message.channel_id) {
                 (Outcome::Stored(Kind::New, original), channel) if channel == m.channel_id => {
                     Outcome::Stored(Kind::Repeat, original.clone())
