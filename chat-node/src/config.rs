@@ -154,6 +154,14 @@ pub struct Config {
     /// Run pending migrations at start-up (turn off where a migration job owns the schema)
     #[arg(long, env = "CHAT_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
+    // Connection scale: how fast a node takes new sockets.
+    /// WebSocket upgrades a node admits per second, sustained; past this and the burst an
+    /// upgrade gets 503 with Retry-After, so a reconnect storm is spread out.
+    #[arg(long, env = "CHAT_WS_ADMIT_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_admit_rate: u32,
+    /// WebSocket upgrades a node admits at once above the sustained rate.
+    #[arg(long, env = "CHAT_WS_ADMIT_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_admit_burst: u32,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.

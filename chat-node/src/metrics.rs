@@ -46,6 +46,7 @@ pub struct Metrics {
     pub redis_pool_wait: Histogram,
     pub ws_frames_refused: IntCounterVec,
     pub ws_forced_closes: IntCounterVec,
+    pub ws_admission_refused: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +206,11 @@ impl Metrics {
                 "chat_ws_forced_closes_total",
                 "Sockets closed with 1008 for what they cost: slow_reader, stalled or flooding",
                 &["reason"],
+            )?,
+            ws_admission_refused: counter(
+                &r,
+                "chat_ws_admission_refused_total",
+                "WebSocket upgrades refused with 503 over the node's admission rate",
             )?,
             registry: r,
         })

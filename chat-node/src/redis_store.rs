@@ -113,6 +113,12 @@ impl Keys {
         format!("{}:presence:online", self.prefix)
     }
 
+    /// Hash: username → user id, so the presence scripts name a user's presence channel
+    /// (`p:<id>`) when they find only the name (reaping a node, sweeping).
+    pub fn user_ids(&self) -> String {
+        format!("{}:presence:ids", self.prefix)
+    }
+
     /// Login attempts for a username, any casing: failed ones and those in progress.
     pub fn login_attempts(&self, username: &str) -> String {
         format!(

@@ -118,6 +118,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         flush_rx,
         background.clone(),
     ));
+    tokio::spawn(crate::ws::run_heartbeat(
+        state.hub.clone(),
+        Duration::from_secs(config.ws_send_timeout_secs),
+        background.clone(),
+    ));
     tokio::spawn(run_presence(
         state.clone(),
         config.presence_heartbeat(),

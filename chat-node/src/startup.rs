@@ -35,7 +35,7 @@ pub fn http_server(
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(state.metrics.clone()))
-            .app_data(web::Data::new(socket_limits))
+            .app_data(web::Data::new(socket_limits.clone()))
             .app_data(web::Data::new(proxies.clone()))
             .wrap(session::middleware(sessions.clone(), key.clone(), secure))
             .wrap_fn(routes::refuse_encoded_bodies)
@@ -47,6 +47,9 @@ pub fn http_server(
     })
     .disable_signals()
     .shutdown_timeout(HTTP_GRACE.as_secs())
+    // Flush once this much is buffered: with the socket body's pieces of the same size,
+    // a connection's write buffer never grows past actix-http's initial 8 KiB.
+    .h1_write_buffer_size(ws::WRITE_CHUNK)
     .workers(workers)
     .bind(config.listen)?
     .run();

@@ -117,7 +117,6 @@ function onOpen(socket) {
   if (socket !== link.socket) return;
   const reconnected = link.everOpened;
   link.everOpened = true;
-  link.attempt = 0;
   if (reconnected) send({ type: "sync", after: state.maxId });
   hooks.opened();
 }
@@ -143,6 +142,11 @@ function onClose(socket, event) {
     }, Math.random() * RESTART_SPREAD_MS);
     return;
   }
+  // Everything else waits longer after each failed attempt, with jitter: 1013 (try again
+  // later), and an upgrade the node refused because it admits sockets at a bounded rate
+  // (503 with Retry-After, which browsers hide and report as 1006 before "open"). So a
+  // storm of clients coming back spreads out instead of returning in step. An attempt
+  // counts as failed until its `updateUsers` arrives.
   scheduleReconnect();
 }
 
@@ -187,6 +191,8 @@ function onMessage(socket, event) {
   } catch {
     return;
   }
+  // The socket is set up: the next failure starts the backoff over.
+  if (frame.type === "updateUsers") link.attempt = 0;
   if (frame.type === "sync") onSync(frame);
   else hooks.received(frame);
 }

@@ -3,7 +3,7 @@
 //! ([`super::subscriber`], [`super::dispatch`]) cannot disagree on the contract.
 //!
 //! - `<prefix>:u:<user id>`: messages, typing and logout events for one user.
-//! - `<prefix>:p:<username>`: that user's `presence` frames.
+//! - `<prefix>:p:<user id>`: that user's `presence` frames.
 //! - `<prefix>:directory`: new users, announced to sockets that list everyone.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Channel {
     User(i64),
-    Presence(String),
+    Presence(i64),
     /// Every presence channel, by pattern: wanted while a socket lists the whole directory.
     AllPresence,
     Directory,
@@ -40,7 +40,7 @@ impl Channels {
     pub fn name(&self, channel: &Channel) -> String {
         match channel {
             Channel::User(id) => self.user(*id),
-            Channel::Presence(name) => self.presence(name),
+            Channel::Presence(id) => self.presence(*id),
             Channel::AllPresence => format!("{}*", glob_escape(&self.presence_prefix())),
             Channel::Directory => self.directory(),
         }
@@ -50,11 +50,11 @@ impl Channels {
         format!("{}:u:{user_id}", self.prefix)
     }
 
-    pub fn presence(&self, username: &str) -> String {
-        format!("{}{username}", self.presence_prefix())
+    pub fn presence(&self, user_id: i64) -> String {
+        format!("{}{user_id}", self.presence_prefix())
     }
 
-    /// What the presence scripts append a username to.
+    /// What the presence scripts append a user id to.
     pub fn presence_prefix(&self) -> String {
         format!("{}:p:", self.prefix)
     }
@@ -72,11 +72,11 @@ impl Channels {
         if let Some(id) = rest.strip_prefix("u:") {
             return id.parse().ok().map(Channel::User);
         }
-        // Usernames have no ':', so a longer name is another deployment's channel that
-        // happens to match the pattern.
+        // Anything but an id is another deployment's channel that happens to match the
+        // pattern.
         rest.strip_prefix("p:")
-            .filter(|n| !n.is_empty() && !n.contains(':'))
-            .map(|n| Channel::Presence(n.to_owned()))
+            .and_then(|id| id.parse().ok())
+            .map(Channel::Presence)
     }
 }
 
@@ -99,11 +99,7 @@ mod tests {
     #[test]
     fn every_channel_parses_back_from_its_name() {
         let channels = Channels::new("t");
-        for channel in [
-            Channel::User(42),
-            Channel::Presence("ann".into()),
-            Channel::Directory,
-        ] {
+        for channel in [Channel::User(42), Channel::Presence(7), Channel::Directory] {
             assert_eq!(channels.parse(&channels.name(&channel)), Some(channel));
         }
     }
@@ -115,6 +111,7 @@ mod tests {
         assert_eq!(channels.parse("t:p:x:u:1"), None);
         assert_eq!(channels.parse("t:u:abc"), None);
         assert_eq!(channels.parse("t:p:"), None);
+        assert_eq!(channels.parse("t:p:ann"), None);
     }
 
     #[test]

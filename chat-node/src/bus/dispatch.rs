@@ -14,7 +14,7 @@ impl Hub {
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         match self.channels().parse(channel) {
             Some(Channel::User(user_id)) => self.dispatch_user(user_id, payload),
-            Some(Channel::Presence(name)) => self.dispatch_presence(&name, payload),
+            Some(Channel::Presence(user_id)) => self.dispatch_presence(user_id, payload),
             Some(Channel::Directory) => self.dispatch_new_user(payload),
             Some(Channel::AllPresence) | None => {
                 tracing::warn!(channel, "message on an unknown channel")
@@ -22,32 +22,28 @@ impl Hub {
         }
     }
 
-    fn dispatch_presence(&self, name: &str, payload: &[u8]) {
+    /// A `presence` frame, forwarded as it came to the sockets the index names. Their
+    /// writers are woken with the next batch, not at once.
+    fn dispatch_presence(&self, user_id: i64, payload: &[u8]) {
         let Ok(text) = std::str::from_utf8(payload) else {
             return;
         };
         let text = ByteString::from(text.to_owned());
         let reg = self.registry();
-        // Everyone's presence, but not one's own: the directory leaves oneself out.
-        let mut ids: Vec<ConnId> = reg
-            .everyone
-            .iter()
-            .copied()
-            .filter(|id| reg.conns.get(id).is_some_and(|c| c.username != name))
-            .collect();
-        if let Some(watchers) = reg.watchers.get(name) {
-            ids.extend(watchers.iter().filter(|id| !reg.everyone.contains(id)));
-        }
-        reg.broadcast(&ids, &text);
+        let ids = reg.presence_recipients(user_id);
+        let nudge = reg.broadcast_later(&ids, &text, Some(user_id));
+        drop(reg);
+        self.nudge_later(nudge);
     }
 
     /// A user registered: sockets that list everyone learn of them (they already follow
-    /// every presence change).
+    /// every presence change), and the next socket to connect reloads the head.
     fn dispatch_new_user(&self, payload: &[u8]) {
         #[derive(Deserialize)]
         struct NewUser {
             username: String,
         }
+        self.directory_changed();
         let Ok(user) = serde_json::from_slice::<NewUser>(payload) else {
             tracing::warn!("undecodable event on the directory channel");
             return;
@@ -64,10 +60,13 @@ impl Hub {
             .filter(|id| {
                 reg.conns
                     .get(id)
-                    .is_some_and(|c| !c.username.eq_ignore_ascii_case(&user.username))
+                    .and_then(|c| reg.users.get(&c.user_id))
+                    .is_some_and(|u| !u.name.eq_ignore_ascii_case(&user.username))
             })
             .collect();
-        reg.broadcast(&ids, &text);
+        let nudge = reg.broadcast_later(&ids, &text, None);
+        drop(reg);
+        self.nudge_later(nudge);
     }
 
     fn dispatch_user(&self, user_id: i64, payload: &[u8]) {
@@ -80,9 +79,9 @@ impl Hub {
         };
         let mut reg = self.registry();
         let ids: Vec<ConnId> = reg
-            .by_user
+            .users
             .get(&user_id)
-            .map(|s| s.iter().copied().collect())
+            .map(|u| u.conns.clone())
             .unwrap_or_default();
         match event {
             UserEvent {
@@ -91,7 +90,7 @@ impl Hub {
             } => {
                 for id in ids {
                     if let Some(conn) = reg.conns.get(&id) {
-                        if conn.session_tag == session_tag {
+                        if *conn.session_tag == *session_tag {
                             conn.outbox.request_close(Closing::new(1008, "logged out"));
                         }
                     }
@@ -99,16 +98,16 @@ impl Hub {
             }
             UserEvent {
                 frame: Some(frame),
-                peer,
+                peer_id,
                 stored_at_us,
                 ..
             } => {
                 let text = ByteString::from(frame.get().to_owned());
-                let delivered = reg.broadcast(&ids, &text) as u64;
+                let delivered = reg.broadcast(&ids, &text, None) as u64;
                 let mut changed = false;
-                if let Some(peer) = &peer {
+                if let Some(peer_id) = peer_id {
                     for id in &ids {
-                        changed |= reg.add_watch(*id, peer);
+                        changed |= reg.add_watch(*id, peer_id);
                     }
                 }
                 drop(reg);
@@ -129,27 +128,47 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hub::tests::{dirty, hub, open_outbox, socket, text};
+    use std::sync::Arc;
+
+    use super::super::directory::{listing, Head};
+    use super::super::hub::tests::{dirty, hub, open_outbox, socket, text, user};
+    use super::super::hub::PRESENCE_BATCH;
     use super::super::outbox::{Frame, TOO_SLOW};
     use super::*;
+
+    fn presence(hub: &Hub, user_id: i64, name: &str) {
+        let frame = format!(r#"{{"type":"presence","username":"{name}","online":true}}"#);
+        hub.dispatch(&format!("t:p:{user_id}"), frame.as_bytes());
+    }
+
+    #[test]
+    fn presence_frames_wait_for_the_batch_and_one_nudge_wakes_each_writer() {
+        let hub = hub();
+        let (a, ra) = socket(&hub, 1, "ann");
+        hub.watch(a, [2, 3]);
+        assert_eq!(hub.nudge_due(), None);
+        presence(&hub, 2, "ben");
+        presence(&hub, 3, "cat");
+        let due = hub.nudge_due().expect("a batch is due");
+        assert!(due <= tokio::time::Instant::now() + PRESENCE_BATCH);
+        hub.nudge_all();
+        assert_eq!(hub.nudge_due(), None);
+        assert!(text(&ra).is_some_and(|t| t.contains("ben")));
+        assert!(text(&ra).is_some_and(|t| t.contains("cat")));
+    }
 
     #[test]
     fn presence_reaches_the_sockets_that_watch_the_user_only() {
         let hub = hub();
         let (a, ra) = socket(&hub, 1, "ann");
         let (_b, rb) = socket(&hub, 2, "ben");
-        hub.watch(a, ["cat", "ann"]);
-        hub.dispatch(
-            "t:p:ann",
-            br#"{"type":"presence","username":"ann","online":true}"#,
-        );
+        hub.watch(a, [3, 1]);
+        presence(&hub, 1, "ann");
         assert_eq!(text(&ra), None, "not one's own presence");
         let dirty = dirty(&hub);
-        assert!(dirty.contains(&("t:p:cat".to_owned(), true)), "{dirty:?}");
-        hub.dispatch(
-            "t:p:cat",
-            br#"{"type":"presence","username":"cat","online":true}"#,
-        );
+        assert!(dirty.contains(&("t:p:3".to_owned(), true)), "{dirty:?}");
+        assert!(!dirty.iter().any(|(c, _)| c == "t:p:1"), "{dirty:?}");
+        presence(&hub, 3, "cat");
         assert!(text(&ra).is_some_and(|t| t.contains("cat")));
         assert_eq!(text(&rb), None);
     }
@@ -161,8 +180,7 @@ mod tests {
         let (_a2, r2) = socket(&hub, 1, "ann");
         dirty(&hub);
         let frame = serde_json::json!({"type": "typing", "from": "dan"});
-        let event =
-            serde_json::to_vec(&UserEvent::frame(&frame, Some("dan".into()), None)).unwrap();
+        let event = serde_json::to_vec(&UserEvent::frame(&frame, Some(4), None)).unwrap();
         hub.dispatch("t:u:1", &event);
         let got = text(&r1).unwrap();
         assert_eq!(
@@ -170,10 +188,11 @@ mod tests {
             frame
         );
         assert_eq!(text(&r2), Some(got));
-        assert_eq!(dirty(&hub), vec![("t:p:dan".to_owned(), true)]);
+        assert_eq!(dirty(&hub), vec![("t:p:4".to_owned(), true)]);
         hub.unregister(a1);
         hub.dispatch("t:u:1", &event);
         assert!(text(&r2).is_some(), "the other socket still gets it");
+        assert!(dirty(&hub).is_empty(), "the other socket still follows dan");
     }
 
     #[test]
@@ -181,27 +200,86 @@ mod tests {
         let hub = hub();
         let (a, ra) = socket(&hub, 1, "ann");
         let (b, rb) = socket(&hub, 2, "ben");
-        hub.watch(b, ["cat"]);
+        hub.watch(b, [3]);
         hub.follow_everyone(a);
-        hub.dispatch(
-            "t:p:dan",
-            br#"{"type":"presence","username":"dan","online":true}"#,
-        );
+        presence(&hub, 4, "dan");
         assert!(text(&ra).is_some_and(|t| t.contains("dan")));
         assert_eq!(text(&rb), None, "ben does not follow dan");
-        hub.dispatch(
-            "t:p:cat",
-            br#"{"type":"presence","username":"cat","online":true}"#,
-        );
+        presence(&hub, 3, "cat");
         assert!(text(&ra).is_some());
         assert!(text(&rb).is_some(), "ben follows cat");
-        hub.dispatch(
-            "t:p:ann",
-            br#"{"type":"presence","username":"ann","online":true}"#,
-        );
+        presence(&hub, 1, "ann");
         assert_eq!(text(&ra), None, "not one's own presence");
         hub.dispatch("t:p:x:u:1", b"{}");
         assert_eq!(text(&ra), None, "not a presence channel of ours");
+    }
+
+    /// The per-node index: 1000 sockets that listed from one head cost one entry each,
+    /// and a presence change reaches exactly those whose listing took the user in.
+    #[test]
+    fn presence_follows_each_sockets_listing_of_the_shared_head() {
+        let hub = hub();
+        // ids 1..=6; the head holds the first 4 (u1..u4) of a 6-user directory.
+        let directory: Vec<_> = (1..=6).map(|id| user(id, &format!("u{id}"))).collect();
+        let head = Arc::new(Head::new(directory.clone(), 4));
+        let follow = |user_id: i64, peers: &[usize]| {
+            let (id, outbox) = socket(&hub, user_id, &format!("u{user_id}"));
+            let peers = peers.iter().map(|p| directory[*p].clone()).collect();
+            let listing = listing(&head, peers, 4);
+            hub.follow_head(id, &head, listing.cutoff, &listing.beyond);
+            outbox
+        };
+        let plain: Vec<_> = (100..1100).map(|id| follow(id, &[])).collect();
+        // u5 talks with u6 (beyond the head) and u2: it lists u2 u6 u1 u3.
+        let chatty = follow(5, &[1, 5]);
+        presence(&hub, 4, "u4");
+        assert!(
+            plain.iter().all(|o| text(o).is_some()),
+            "u4 is in every plain list"
+        );
+        assert_eq!(text(&chatty), None, "chatty's list stops at u3");
+        presence(&hub, 2, "u2");
+        assert!(plain.iter().all(|o| text(o).is_some()));
+        assert!(
+            text(&chatty).is_some(),
+            "a peer inside the head, delivered once"
+        );
+        assert_eq!(text(&chatty), None);
+        presence(&hub, 6, "u6");
+        assert!(text(&chatty).is_some(), "a peer beyond the head");
+        assert!(
+            plain.iter().all(|o| text(o).is_none()),
+            "u6 is beyond their lists"
+        );
+        presence(&hub, 5, "u5");
+        assert!(
+            plain.iter().all(|o| text(o).is_none()),
+            "u5 is beyond their lists"
+        );
+    }
+
+    #[test]
+    fn a_socket_listed_from_an_older_head_keeps_following_what_it_listed() {
+        let hub = hub();
+        let old = Arc::new(Head::new(
+            vec![user(1, "b1"), user(2, "b2"), user(3, "b3")],
+            2,
+        ));
+        // a3 registered and sorts first: the new head is a3 b1.
+        let new = Arc::new(Head::new(
+            vec![user(4, "a3"), user(1, "b1"), user(2, "b2")],
+            2,
+        ));
+        let (a, ra) = socket(&hub, 9, "z");
+        let (b, rb) = socket(&hub, 8, "y");
+        hub.follow_head(a, &old, 2, &[]);
+        hub.follow_head(b, &new, 2, &[]);
+        presence(&hub, 2, "b2");
+        assert!(text(&ra).is_some() && text(&rb).is_none());
+        presence(&hub, 4, "a3");
+        assert!(text(&ra).is_none() && text(&rb).is_some());
+        presence(&hub, 1, "b1");
+        assert!(text(&ra).is_some() && text(&rb).is_some());
     }
 
     #[test]
@@ -223,9 +301,9 @@ mod tests {
         let hub = hub();
         let phone = open_outbox(1024);
         let laptop = open_outbox(1024);
-        hub.register(1, "ann", "phone", phone.clone(), 10).unwrap();
-        hub.register(1, "ann", "laptop", laptop.clone(), 10)
-            .unwrap();
+        let ann = user(1, "ann");
+        hub.register(&ann, "phone", phone.clone(), 10).unwrap();
+        hub.register(&ann, "laptop", laptop.clone(), 10).unwrap();
         let event = serde_json::to_vec(&UserEvent::<()>::logout("phone".into())).unwrap();
         hub.dispatch("t:u:1", &event);
         assert_eq!(phone.closing().await.code, 1008);
@@ -241,7 +319,8 @@ mod tests {
         let event = serde_json::to_vec(&UserEvent::frame(&frame, None, None)).unwrap();
         let one_frame = serde_json::to_string(&frame).unwrap().len();
         let slow = open_outbox(one_frame);
-        hub.register(1, "ann", "tag", slow.clone(), 10).unwrap();
+        hub.register(&user(1, "ann"), "tag", slow.clone(), 10)
+            .unwrap();
         let (_, other) = socket(&hub, 1, "ann");
         hub.dispatch("t:u:1", &event);
         hub.dispatch("t:u:1", &event);

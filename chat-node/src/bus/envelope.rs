@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 pub struct UserEvent<F> {
     #[serde(default = "none", skip_serializing_if = "Option::is_none")]
     pub frame: Option<F>,
-    /// The other party of a message, so sockets start watching their presence.
+    /// The other party of a message (a user id), so sockets start following their
+    /// presence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer: Option<String>,
+    pub peer_id: Option<i64>,
     /// When the message was stored, to time the fan-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_at_us: Option<i64>,
@@ -29,10 +30,10 @@ fn none<F>() -> Option<F> {
 }
 
 impl<F> UserEvent<F> {
-    pub fn frame(frame: F, peer: Option<String>, stored_at_us: Option<i64>) -> Self {
+    pub fn frame(frame: F, peer_id: Option<i64>, stored_at_us: Option<i64>) -> Self {
         Self {
             frame: Some(frame),
-            peer,
+            peer_id,
             stored_at_us,
             logout: None,
         }
@@ -41,7 +42,7 @@ impl<F> UserEvent<F> {
     pub fn logout(session_tag: String) -> Self {
         Self {
             frame: None,
-            peer: None,
+            peer_id: None,
             stored_at_us: None,
             logout: Some(session_tag),
         }
@@ -69,7 +70,7 @@ mod tests {
     #[test]
     fn user_events_carry_the_frame_verbatim() {
         let frame = serde_json::json!({"type": "typing", "from": "bob"});
-        let sent = UserEvent::frame(&frame, Some("bob".into()), Some(7));
+        let sent = UserEvent::frame(&frame, Some(2), Some(7));
         let wire = serde_json::to_string(&sent).unwrap();
         let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();
         let raw = got.frame.unwrap().get();
@@ -77,7 +78,7 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(raw).unwrap(),
             frame
         );
-        assert_eq!(got.peer.as_deref(), Some("bob"));
+        assert_eq!(got.peer_id, Some(2));
         assert_eq!(got.stored_at_us, Some(7));
         let wire = serde_json::to_string(&UserEvent::<()>::logout("t1".into())).unwrap();
         let got: UserEvent<&RawValue> = serde_json::from_str(&wire).unwrap();

@@ -9,8 +9,8 @@ use super::channel::{Channel, Channels};
 /// What the local sockets need, as the registry knows it.
 pub(super) trait Demand {
     fn has_user(&self, user_id: i64) -> bool;
-    /// Some socket watches this user's presence by name.
-    fn is_watched(&self, username: &str) -> bool;
+    /// Some socket follows this user's presence by id.
+    fn is_watched(&self, user_id: i64) -> bool;
     /// Some socket follows every presence change.
     fn follows_everyone(&self) -> bool;
 }
@@ -34,7 +34,7 @@ fn wanted(channel: &Channel, demand: &impl Demand) -> bool {
         Channel::User(id) => demand.has_user(*id),
         // The pattern covers every presence channel while it is on; an exact
         // subscription beside it would deliver each change twice.
-        Channel::Presence(name) => !demand.follows_everyone() && demand.is_watched(name),
+        Channel::Presence(id) => !demand.follows_everyone() && demand.is_watched(*id),
         Channel::AllPresence => demand.follows_everyone(),
         Channel::Directory => true,
     }
@@ -55,9 +55,9 @@ impl Interest {
 
     /// The pattern subscription turns on or off: every exact presence subscription
     /// flips the other way.
-    pub(super) fn everyone_toggled<'a>(&mut self, watched: impl Iterator<Item = &'a String>) {
+    pub(super) fn everyone_toggled(&mut self, followed: impl IntoIterator<Item = i64>) {
         self.dirty
-            .extend(watched.map(|name| Channel::Presence(name.clone())));
+            .extend(followed.into_iter().map(Channel::Presence));
         self.mark(Channel::AllPresence);
     }
 
@@ -104,12 +104,15 @@ pub(super) fn all_wanted(
 
 #[cfg(test)]
 mod tests {
-    use super::super::hub::tests::{dirty, hub, socket};
+    use std::sync::Arc;
+
+    use super::super::directory::{listing, Head};
+    use super::super::hub::tests::{dirty, hub, socket, user};
     use super::*;
 
     struct Fixed {
         users: Vec<i64>,
-        watched: Vec<&'static str>,
+        watched: Vec<i64>,
         everyone: bool,
     }
 
@@ -117,8 +120,8 @@ mod tests {
         fn has_user(&self, user_id: i64) -> bool {
             self.users.contains(&user_id)
         }
-        fn is_watched(&self, username: &str) -> bool {
-            self.watched.contains(&username)
+        fn is_watched(&self, user_id: i64) -> bool {
+            self.watched.contains(&user_id)
         }
         fn follows_everyone(&self) -> bool {
             self.everyone
@@ -130,13 +133,13 @@ mod tests {
         let channels = Channels::new("t");
         let mut demand = Fixed {
             users: vec![1],
-            watched: vec!["cat"],
+            watched: vec![3],
             everyone: false,
         };
         let dirty = vec![
             Channel::User(1),
             Channel::User(2),
-            Channel::Presence("cat".into()),
+            Channel::Presence(3),
             Channel::AllPresence,
         ];
         let wanted: Vec<bool> = changes(dirty.clone(), &demand, &channels)
@@ -157,12 +160,12 @@ mod tests {
         let hub = hub();
         let (a, _ra) = socket(&hub, 1, "ann");
         let (b, _rb) = socket(&hub, 2, "ben");
-        hub.watch(b, ["cat"]);
+        hub.watch(b, [3]);
         dirty(&hub);
         hub.follow_everyone(a);
         assert_eq!(
             dirty(&hub),
-            vec![("t:p:*".to_owned(), true), ("t:p:cat".to_owned(), false)],
+            vec![("t:p:*".to_owned(), true), ("t:p:3".to_owned(), false)],
             "the pattern replaces exact presence subscriptions"
         );
         hub.unregister(a);
@@ -170,7 +173,7 @@ mod tests {
             dirty(&hub),
             vec![
                 ("t:p:*".to_owned(), false),
-                ("t:p:cat".to_owned(), true),
+                ("t:p:3".to_owned(), true),
                 ("t:u:1".to_owned(), false)
             ]
         );
@@ -180,7 +183,7 @@ mod tests {
     fn a_fresh_connection_subscribes_to_everything_wanted() {
         let hub = hub();
         let (a, _ra) = socket(&hub, 1, "ann");
-        hub.watch(a, ["cat"]);
+        hub.watch(a, [3]);
         let mut all: Vec<(String, bool)> = hub
             .all_wanted()
             .into_iter()
@@ -191,10 +194,43 @@ mod tests {
             all,
             vec![
                 ("t:directory".to_owned(), false),
-                ("t:p:cat".to_owned(), false),
+                ("t:p:3".to_owned(), false),
                 ("t:u:1".to_owned(), false)
             ]
         );
         assert!(dirty(&hub).is_empty(), "nothing left to apply");
+    }
+
+    #[test]
+    fn a_head_is_subscribed_as_far_as_its_furthest_socket_follows() {
+        let hub = hub();
+        let directory: Vec<_> = (1..=5).map(|id| user(id, &format!("u{id}"))).collect();
+        let head = Arc::new(Head::new(directory.clone(), 4));
+        let (a, _ra) = socket(&hub, 1, "u1");
+        let (b, _rb) = socket(&hub, 2, "u2");
+        dirty(&hub);
+        // b has a conversation with u5: it lists u5, then u1 u2 u3.
+        let short = listing(&head, vec![directory[4].clone()], 4);
+        hub.follow_head(b, &head, short.cutoff, &short.beyond);
+        assert_eq!(
+            dirty(&hub),
+            vec![
+                ("t:p:1".to_owned(), true),
+                ("t:p:2".to_owned(), true),
+                ("t:p:3".to_owned(), true),
+                ("t:p:5".to_owned(), true)
+            ]
+        );
+        hub.follow_head(a, &head, 4, &[]);
+        assert_eq!(dirty(&hub), vec![("t:p:4".to_owned(), true)]);
+        hub.unregister(a);
+        assert_eq!(
+            dirty(&hub),
+            vec![("t:p:4".to_owned(), false), ("t:u:1".to_owned(), false)]
+        );
+        hub.unregister(b);
+        let gone = dirty(&hub);
+        assert!(gone.iter().all(|(_, wanted)| !wanted), "{gone:?}");
+        assert_eq!(gone.len(), 5, "u1 u2 u3 u5 and b's user channel: {gone:?}");
     }
 }

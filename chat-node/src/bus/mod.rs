@@ -10,6 +10,7 @@
 //! to the nodes that hold one of the two users.
 
 pub mod channel;
+pub mod directory;
 mod dispatch;
 pub mod envelope;
 pub mod hub;

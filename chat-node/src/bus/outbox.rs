@@ -3,9 +3,14 @@
 //! count of frames would not bound memory (one `sync` reply can be hundreds of KiB), so
 //! the bound is on bytes, replies to the socket's own requests included: a push past it
 //! is refused and the socket is asked to close with 1008. The client reconnects and syncs.
+//!
+//! An idle socket's queue holds no allocation: it is made on the first push and given
+//! back once drained. The outbox also notes when the client was last heard
+//! from, so one heartbeat task per node can ping and time out every socket.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -34,6 +39,15 @@ impl Frame {
     }
 }
 
+/// What became of a frame given to [`Outbox::push_later`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Refused,
+    Queued,
+    /// Queued, and the writer must be nudged: nothing else will wake it for this frame.
+    NeedsNudge,
+}
+
 /// A close code and its reason, as a socket is asked to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closing {
@@ -52,6 +66,12 @@ pub const TOO_SLOW: Closing =
     Closing::new(1008, "too much waits for this socket; reconnect and sync");
 pub const STALLED: Closing = Closing::new(1008, "this socket stopped reading; reconnect and sync");
 
+/// Seconds since the process started, as the heartbeat compares them.
+fn clock_secs() -> u32 {
+    static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+    u32::try_from(START.elapsed().as_secs()).unwrap_or(u32::MAX)
+}
+
 #[derive(Default)]
 struct Queue {
     /// Until the socket's first frame is queued, the body takes nothing: deliveries that
@@ -67,6 +87,8 @@ struct Queue {
     waiting_since: Option<Instant>,
     pushed: u64,
     reader: Option<Waker>,
+    /// Frames were queued without waking the writer, and no nudge came yet.
+    nudge_pending: bool,
 }
 
 /// Both ends of one socket's queue; cheap to clone.
@@ -80,6 +102,8 @@ struct Shared {
     limit: usize,
     /// Wakes the socket task when `close` is set.
     closing: Notify,
+    /// When the client last sent a frame, in [`clock_secs`].
+    heard: AtomicU32,
 }
 
 impl Outbox {
@@ -89,6 +113,7 @@ impl Outbox {
                 queue: Mutex::new(Queue::default()),
                 limit,
                 closing: Notify::new(),
+                heard: AtomicU32::new(clock_secs()),
             }),
         }
     }
@@ -104,27 +129,61 @@ impl Outbox {
     /// Queues a frame; false when it was refused: the socket is closing, or the frame would
     /// pass the bound, in which case the socket task is asked to close with [`TOO_SLOW`].
     pub fn push(&self, frame: Frame) -> bool {
+        match self.enqueue(frame, true) {
+            Pushed::Refused => false,
+            Pushed::Queued | Pushed::NeedsNudge => true,
+        }
+    }
+
+    /// Like [`Self::push`], without waking the writer: for frames that may wait a moment
+    /// (presence), so that a burst of them goes out in one write rather than one each.
+    /// The caller wakes it later with [`Self::nudge`] when told to.
+    pub fn push_later(&self, frame: Frame) -> Pushed {
+        self.enqueue(frame, false)
+    }
+
+    /// Wakes the writer for what [`Self::push_later`] queued.
+    pub fn nudge(&self) {
+        let mut q = self.queue();
+        q.nudge_pending = false;
+        let reader = q.reader.take();
+        drop(q);
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+
+    fn enqueue(&self, frame: Frame, wake: bool) -> Pushed {
         let mut q = self.queue();
         if q.ended || q.close == Some(TOO_SLOW) {
-            return false;
+            return Pushed::Refused;
         }
         let len = frame.len();
         if q.bytes + len > self.inner.limit {
             q.close.get_or_insert(TOO_SLOW);
             drop(q);
             self.inner.closing.notify_one();
-            return false;
+            return Pushed::Refused;
         }
         q.bytes += len;
         q.frames.push_back(frame);
         q.pushed += 1;
         q.waiting_since.get_or_insert_with(Instant::now);
+        if !wake {
+            let first = !q.nudge_pending;
+            q.nudge_pending = true;
+            return if first {
+                Pushed::NeedsNudge
+            } else {
+                Pushed::Queued
+            };
+        }
         let reader = q.reader.take();
         drop(q);
         if let Some(reader) = reader {
             reader.wake();
         }
-        true
+        Pushed::Queued
     }
 
     /// Puts the socket's first frame before anything queued so far and lets the body take.
@@ -159,8 +218,23 @@ impl Outbox {
     }
 
     /// When the frames waiting now count as stalled, if any wait.
+    /// Never while the socket is set up: nothing can be taken before its first frame.
     pub fn stall_deadline(&self, after: Duration) -> Option<Instant> {
-        self.queue().waiting_since.map(|since| since + after)
+        let q = self.queue();
+        q.waiting_since
+            .filter(|_| q.open)
+            .map(|since| since + after)
+    }
+
+    /// The client sent a frame (a pong included): it is alive.
+    pub fn heard(&self) {
+        self.inner.heard.store(clock_secs(), Ordering::Relaxed);
+    }
+
+    /// How long the client has sent nothing, to the second.
+    pub fn silent_for(&self) -> Duration {
+        let heard = self.inner.heard.load(Ordering::Relaxed);
+        Duration::from_secs(u64::from(clock_secs().saturating_sub(heard)))
     }
 
     /// Frames pushed so far, to tell when deliveries stop arriving.
@@ -208,6 +282,10 @@ impl Outbox {
             Some(frame) => {
                 q.bytes -= frame.len();
                 q.waiting_since = (!q.frames.is_empty()).then(Instant::now);
+                if q.frames.is_empty() {
+                    // An idle socket keeps no room for frames; a burst's goes with it.
+                    q.frames = VecDeque::new();
+                }
                 Poll::Ready(Some(frame))
             }
             None if q.ended => Poll::Ready(None),
@@ -261,6 +339,76 @@ mod tests {
         assert!(!outbox.push(text(1)), "one byte past the bound");
         assert_eq!(outbox.closing().await, TOO_SLOW);
         assert!(!outbox.push(text(0)), "nothing more once too slow");
+    }
+
+    /// What an idle socket's outbox holds (no frame allocation); docs/benchmarks.md
+    /// quotes it.
+    #[test]
+    fn an_idle_outbox_is_one_small_allocation() {
+        let shared = std::mem::size_of::<Shared>();
+        println!("outbox per socket: {shared} bytes");
+        assert!(shared <= 256, "Shared: {shared} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_queue_allocates_when_used_and_gives_it_back_when_drained() {
+        let outbox = Outbox::new(1 << 20);
+        assert_eq!(outbox.queue().frames.capacity(), 0, "nothing until a push");
+        outbox.open(text(1));
+        for _ in 0..100 {
+            assert!(outbox.push(text(1)));
+        }
+        assert!(outbox.queue().frames.capacity() >= 101);
+        while take_now(&outbox).is_some() {}
+        assert_eq!(
+            outbox.queue().frames.capacity(),
+            0,
+            "the burst's room is given back"
+        );
+    }
+
+    fn take_now(outbox: &Outbox) -> Option<Frame> {
+        match outbox.poll_take(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_pushed_for_later_wait_for_one_nudge() {
+        let outbox = Outbox::new(100);
+        outbox.open(text(0));
+        assert_eq!(take(&outbox).await, Some(text(0)));
+        let woken = std::sync::Arc::new(Flag::default());
+        let waker = std::task::Waker::from(woken.clone());
+        assert!(outbox
+            .poll_take(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert_eq!(outbox.push_later(text(1)), Pushed::NeedsNudge);
+        assert_eq!(
+            outbox.push_later(text(2)),
+            Pushed::Queued,
+            "one nudge is enough"
+        );
+        assert!(!woken.0.load(Ordering::SeqCst), "the writer sleeps on");
+        outbox.nudge();
+        assert!(woken.0.load(Ordering::SeqCst));
+        assert_eq!(take(&outbox).await, Some(text(1)));
+        assert_eq!(take(&outbox).await, Some(text(2)));
+        assert_eq!(
+            outbox.push_later(text(3)),
+            Pushed::NeedsNudge,
+            "a new burst"
+        );
+    }
+
+    #[derive(Default)]
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 
     #[tokio::test]

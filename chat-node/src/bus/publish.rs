@@ -98,9 +98,8 @@ impl Publisher {
             let frame = serde_json::value::to_raw_value(&ServerFrame::ChatMessage {
                 message: c.message.clone(),
             })?;
-            let to_recipient =
-                UserEvent::frame(&*frame, Some(c.message.from.clone()), Some(stored_at));
-            let to_sender = UserEvent::frame(&*frame, Some(c.message.to.clone()), Some(stored_at));
+            let to_recipient = UserEvent::frame(&*frame, Some(c.sender_id), Some(stored_at));
+            let to_sender = UserEvent::frame(&*frame, Some(c.recipient_id), Some(stored_at));
             pipe.publish(
                 self.channels.user(c.recipient_id),
                 serde_json::to_string(&to_recipient)?,
@@ -127,16 +126,16 @@ impl Publisher {
         &self.channels
     }
 
-    /// A frame for every socket of `user_id`, on any node. `peer` makes those sockets
+    /// A frame for every socket of `user_id`, on any node. `peer_id` makes those sockets
     /// follow the other party's presence; `stored_at_us` times the fan-out.
     pub async fn to_user(
         &self,
         user_id: i64,
         frame: &ServerFrame,
-        peer: Option<&str>,
+        peer_id: Option<i64>,
         stored_at_us: Option<i64>,
     ) -> Result<(), PublishError> {
-        let event = UserEvent::frame(frame, peer.map(str::to_owned), stored_at_us);
+        let event = UserEvent::frame(frame, peer_id, stored_at_us);
         let payload = serde_json::to_string(&event)?;
         let started = Instant::now();
         self.publish(&self.channels.user(user_id), &payload).await?;

@@ -37,6 +37,8 @@ pub async fn run_subscriber(
             // Messages published while we were away are not replayed by Redis: close the
             // sockets so their clients reconnect and `sync` what they missed.
             hub.close_all(Closing::new(1012, "node lost its redis subscription"));
+            // New users announced meanwhile were missed too.
+            hub.directory_changed();
         }
         first = false;
         let (mut sink, mut stream) = pubsub.split();
@@ -45,7 +47,10 @@ pub async fn run_subscriber(
             continue;
         }
         loop {
+            let nudge_due = hub.nudge_due();
             tokio::select! {
+                _ = tokio::time::sleep_until(nudge_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if nudge_due.is_some() => hub.nudge_all(),
                 msg = stream.next() => match msg {
                     Some(msg) => {
                         hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes());

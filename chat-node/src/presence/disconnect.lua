@@ -1,6 +1,6 @@
 -- A user's last connection on a node closed.
 -- KEYS: node's user set, user's node set, online set.
--- ARGV: node id, username, user's presence channel.
+-- ARGV: node id, username, user's presence channel (`p:<user id>`).
 -- Publishes the user offline only when no node holds them any more; returns 1 then.
 redis.call('SREM', KEYS[1], ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[1])

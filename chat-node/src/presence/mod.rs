@@ -2,8 +2,9 @@
 //!
 //! Each node keeps a set of its users (`presence:node:<node>`) and each user a set of the
 //! nodes holding a connection (`presence:user:<name>`); `presence:online` holds everyone
-//! online anywhere. Lua scripts change them atomically and publish a `presence` frame on
-//! the user's presence channel only when the user's online state really changes. Nodes
+//! online anywhere, and `presence:ids` each user's id. Lua scripts change them atomically
+//! and publish a `presence` frame on the user's presence channel (`p:<user id>`) only when
+//! the user's online state really changes. Nodes
 //! heartbeat into `presence:nodes`; a node that stops (SIGKILL, power loss) is reaped by
 //! any surviving node once its heartbeat is older than the dead-after bound, and its users
 //! are published offline unless another node still holds them.
@@ -11,10 +12,15 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use redis::aio::ConnectionManager;
 use redis::Script;
+use tokio::sync::OnceCell;
 
 use crate::bus::channel::Channels;
 use crate::redis_store::{Redis, RedisError};
+
+/// Locks serialising connects and disconnects, each for the users whose id falls in it.
+const TRANSITION_STRIPES: usize = 64;
 
 /// Safety net on every presence set: renewed by heartbeats, gone if nobody renews them.
 const KEY_TTL_SECS: u64 = 120;
@@ -48,7 +54,11 @@ pub struct Presence {
     redis: Redis,
     channels: Channels,
     node_id: String,
-    transitions: Arc<tokio::sync::Mutex<()>>,
+    transitions: Arc<[tokio::sync::Mutex<()>]>,
+    /// One multiplexed connection for what every socket calls (connect, disconnect,
+    /// online): a connect storm pipelines its calls on it instead of queueing for the
+    /// pool, which logins and sessions need too. It reconnects by itself.
+    shared: Arc<OnceCell<ConnectionManager>>,
 }
 
 impl Presence {
@@ -57,29 +67,44 @@ impl Presence {
             channels: Channels::new(redis.keys.prefix()),
             redis,
             node_id,
-            transitions: Arc::default(),
+            transitions: (0..TRANSITION_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            shared: Arc::default(),
         }
+    }
+
+    async fn shared(&self) -> Result<ConnectionManager, RedisError> {
+        let conn = self
+            .shared
+            .get_or_try_init(|| ConnectionManager::new(self.redis.client().clone()))
+            .await?;
+        Ok(conn.clone())
     }
 
     /// Held around a socket's connect or disconnect so that a reload (one socket closing
     /// while the next opens on the same node) can never leave the user marked offline.
-    pub async fn transition(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.transitions.lock().await
+    /// One lock per stripe of users, so a connect storm is not one queue.
+    pub async fn transition(&self, user_id: i64) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = user_id.rem_euclid(self.transitions.len() as i64) as usize;
+        self.transitions[stripe].lock().await
     }
 
     /// Records the user's first connection on this node; true when they came online.
-    pub async fn connect(&self, username: &str) -> Result<bool, RedisError> {
+    pub async fn connect(&self, user_id: i64, username: &str) -> Result<bool, RedisError> {
         let keys = &self.redis.keys;
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.shared().await?;
         let changed: i64 = SCRIPTS
             .connect
             .key(keys.user_nodes(username))
             .key(keys.node_users(&self.node_id))
             .key(keys.online())
+            .key(keys.user_ids())
             .arg(&self.node_id)
             .arg(username)
             .arg(KEY_TTL_SECS)
-            .arg(self.channels.presence(username))
+            .arg(self.channels.presence(user_id))
+            .arg(user_id)
             .invoke_async(&mut conn)
             .await?;
         Ok(changed == 1)
@@ -87,9 +112,9 @@ impl Presence {
 
     /// Records that the user's last connection on this node closed; true when they went
     /// offline.
-    pub async fn disconnect(&self, username: &str) -> Result<bool, RedisError> {
+    pub async fn disconnect(&self, user_id: i64, username: &str) -> Result<bool, RedisError> {
         let keys = &self.redis.keys;
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.shared().await?;
         let changed: i64 = SCRIPTS
             .disconnect
             .key(keys.node_users(&self.node_id))
@@ -97,20 +122,21 @@ impl Presence {
             .key(keys.online())
             .arg(&self.node_id)
             .arg(username)
-            .arg(self.channels.presence(username))
+            .arg(self.channels.presence(user_id))
             .invoke_async(&mut conn)
             .await?;
         Ok(changed == 1)
     }
 
-    pub async fn online(&self, usernames: &[String]) -> Result<Vec<bool>, RedisError> {
+    pub async fn online<S: AsRef<str>>(&self, usernames: &[S]) -> Result<Vec<bool>, RedisError> {
         if usernames.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.redis.conn().await?;
+        let names: Vec<&str> = usernames.iter().map(AsRef::as_ref).collect();
+        let mut conn = self.shared().await?;
         let flags: Vec<bool> = redis::cmd("SMISMEMBER")
             .arg(self.redis.keys.online())
-            .arg(usernames)
+            .arg(names)
             .query_async(&mut conn)
             .await?;
         Ok(flags)
@@ -119,7 +145,7 @@ impl Presence {
     /// Renews this node's keys. When the node finds itself reaped (it stalled past the
     /// dead-after bound), it registers its users again, so a pause never leaves them
     /// offline while connected. Returns how many users came back online that way.
-    pub async fn heartbeat(&self, local_users: &[String]) -> Result<usize, RedisError> {
+    pub async fn heartbeat(&self, local_users: &[(i64, Arc<str>)]) -> Result<usize, RedisError> {
         let keys = &self.redis.keys;
         let mut conn = self.redis.conn().await?;
         let added: i64 = redis::cmd("ZADD")
@@ -131,8 +157,8 @@ impl Presence {
         if added == 1 && !local_users.is_empty() {
             drop(conn);
             let mut back = 0;
-            for user in local_users {
-                if self.connect(user).await? {
+            for (id, name) in local_users {
+                if self.connect(*id, name).await? {
                     back += 1;
                 }
             }
@@ -141,8 +167,8 @@ impl Presence {
         let mut pipe = redis::pipe();
         pipe.expire(keys.node_users(&self.node_id), KEY_TTL_SECS as i64)
             .ignore();
-        for user in local_users {
-            pipe.expire(keys.user_nodes(user), KEY_TTL_SECS as i64)
+        for (_, name) in local_users {
+            pipe.expire(keys.user_nodes(name), KEY_TTL_SECS as i64)
                 .ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
@@ -168,6 +194,7 @@ impl Presence {
         let swept: i64 = SCRIPTS
             .sweep
             .key(keys.online())
+            .key(keys.user_ids())
             .arg(keys.user_nodes_prefix())
             .arg(self.channels.presence_prefix())
             .invoke_async(&mut conn)
@@ -186,6 +213,7 @@ impl Presence {
             .key(keys.nodes())
             .key(keys.node_users(node))
             .key(keys.online())
+            .key(keys.user_ids())
             .arg(node)
             .arg(keys.user_nodes_prefix())
             .arg(self.channels.presence_prefix())

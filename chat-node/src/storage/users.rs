@@ -108,20 +108,34 @@ impl Db {
         self.run(async |conn| query.load(conn).await).await
     }
 
-    /// Everyone this user has a conversation with.
-    pub async fn peers(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
-        let (low, high): (Vec<String>, Vec<String>) = self
+    /// The first `limit` users in directory order: what a node shares between its sockets.
+    pub async fn directory_head(&self, limit: usize) -> Result<Vec<User>, StoreError> {
+        let limit = i64::try_from(limit).map_err(|e| StoreError::Range(e.to_string()))?;
+        self.run(async |conn| {
+            users::table
+                .select(User::as_select())
+                .order(users::username.asc())
+                .limit(limit)
+                .load(conn)
+                .await
+        })
+        .await
+    }
+
+    /// Everyone this user has a conversation with, in directory order.
+    pub async fn peers(&self, user_id: i64) -> Result<Vec<User>, StoreError> {
+        let (low, high): (Vec<User>, Vec<User>) = self
             .run(async |conn| {
                 let low = channels::table
                     .inner_join(users::table.on(users::id.eq(channels::user_high)))
                     .filter(channels::user_low.eq(user_id))
-                    .select(users::username)
+                    .select(User::as_select())
                     .load(conn)
                     .await?;
                 let high = channels::table
                     .inner_join(users::table.on(users::id.eq(channels::user_low)))
                     .filter(channels::user_high.eq(user_id))
-                    .select(users::username)
+                    .select(User::as_select())
                     .load(conn)
                     .await?;
                 Ok((low, high))
@@ -129,48 +143,28 @@ impl Db {
             .await?;
         let mut all = low;
         all.extend(high);
-        all.sort_by_key(|name| name.to_ascii_lowercase());
+        all.sort_by(|a, b| directory_order(&a.username, &b.username));
         Ok(all)
-    }
-
-    /// The `updateUsers` list: every user while they fit in `limit`; past that the user's
-    /// conversation peers first, then the others by username, `limit` in all.
-    pub async fn directory(&self, me: &User, limit: usize) -> Result<Directory, StoreError> {
-        let wanted = i64::try_from(limit).map_err(|e| StoreError::Range(e.to_string()))?;
-        // One name past the limit tells whether everyone fits, without a COUNT(*) that
-        // InnoDB answers by scanning an index.
-        let mut by_name = self.usernames_page(None, wanted + 1).await?;
-        if by_name.len() <= limit {
-            return Ok(Directory {
-                names: by_name,
-                complete: true,
-            });
-        }
-        by_name.truncate(limit);
-        let mut names = self.peers(me.id).await?;
-        names.truncate(limit);
-        let room = limit - names.len();
-        // At most `limit - room` of the first `limit` names are peers, so `room` others
-        // remain among them.
-        let known: std::collections::HashSet<String> =
-            names.iter().map(|n| n.to_ascii_lowercase()).collect();
-        names.extend(
-            by_name
-                .into_iter()
-                .filter(|n| !known.contains(&n.to_ascii_lowercase()))
-                .take(room),
-        );
-        Ok(Directory {
-            names,
-            complete: false,
-        })
     }
 }
 
-/// The users an `updateUsers` frame lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directory {
-    pub names: Vec<String>,
-    /// Every user is listed, so the socket should follow everyone's presence.
-    pub complete: bool,
+/// The order of `users.username` (`ascii_general_ci` compares ASCII upper-cased, so `_`
+/// sorts after letters), for lists merged outside MySQL.
+pub fn directory_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_uppercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_uppercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directory_order;
+
+    #[test]
+    fn directory_order_is_mysqls_ascii_general_ci() {
+        // `SELECT … ORDER BY u COLLATE ascii_general_ci` over the same names, on MariaDB.
+        let mut names = ["b", "a~", "a_b", "AZ", "aab", "a0", "A.c", "a-z"];
+        names.sort_by(|a, b| directory_order(a, b));
+        assert_eq!(names, ["a-z", "A.c", "a0", "aab", "AZ", "a_b", "a~", "b"]);
+    }
 }

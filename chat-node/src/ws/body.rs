@@ -1,8 +1,14 @@
 //! The socket's response body: the frames of its [`Outbox`], written as WebSocket frames
 //! as fast as the client reads them. actix-ws's own body queues 32 frames of any size
 //! before a send waits, which neither bounds memory nor lets the socket task go on while
-//! a client does not read; with this body the outbox is the one place frames wait, and
-//! the HTTP layer holds at most its 32 KiB write buffer and one frame more.
+//! a client does not read; with this body the outbox is the one place frames wait.
+//!
+//! Payloads go out in pieces of at most [`WRITE_CHUNK`] bytes: actix-http copies each
+//! piece into the connection's write buffer and keeps that buffer's capacity for the
+//! connection's life (up to 128 KiB), so one 40 KiB `updateUsers` written whole would
+//! leave every idle socket holding 40 KiB. With pieces of 4 KiB, and the server flushing
+//! once 4 KiB are buffered (`h1_write_buffer_size`, set in `startup`), the buffer stays at
+//! the 8 KiB actix-http starts it with.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -21,6 +27,8 @@ const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 /// RFC 6455: control frames carry at most 125 bytes; a close frame's reason 123.
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The most bytes of a payload handed to actix-http at once.
+pub const WRITE_CHUNK: usize = 4096;
 
 /// Swaps actix-ws's body in a handshake response for one fed by `outbox`.
 pub fn respond(handshake: HttpResponse, outbox: Outbox) -> HttpResponse {
@@ -35,7 +43,7 @@ pub fn respond(handshake: HttpResponse, outbox: Outbox) -> HttpResponse {
 
 struct OutboxBody {
     outbox: Outbox,
-    /// The payload of the frame whose header went out last.
+    /// What is left of the payload of the frame whose header went out last.
     payload: Option<Bytes>,
     /// actix-ws's body, never polled: dropping it would end the stream of client frames.
     _incoming: BoxBody,
@@ -46,7 +54,12 @@ impl Stream for OutboxBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(payload) = this.payload.take() {
+        if let Some(mut payload) = this.payload.take() {
+            if payload.len() > WRITE_CHUNK {
+                let piece = payload.split_to(WRITE_CHUNK);
+                this.payload = Some(payload);
+                return Poll::Ready(Some(Ok(piece)));
+            }
             return Poll::Ready(Some(Ok(payload)));
         }
         let Some(frame) = ready!(this.outbox.poll_take(cx)) else {
@@ -70,7 +83,7 @@ impl Stream for OutboxBody {
                 (OP_CLOSE, Bytes::from(payload))
             }
         };
-        // The header goes out now and the payload, unchanged and uncopied, next.
+        // The header goes out now and the payload, uncopied, next.
         let header = header(opcode, payload.len());
         this.payload = (!payload.is_empty()).then_some(payload);
         Poll::Ready(Some(Ok(header)))
@@ -127,6 +140,11 @@ mod tests {
         };
         let mut bytes = Vec::new();
         while let Some(Ok(chunk)) = poll_fn(|cx| body.poll_next_unpin(cx)).await {
+            assert!(
+                chunk.len() <= WRITE_CHUNK,
+                "a piece of {} bytes",
+                chunk.len()
+            );
             bytes.extend_from_slice(&chunk);
         }
         let mut cursor = std::io::Cursor::new(bytes);

@@ -5,22 +5,24 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 
 use actix_ws::AggregatedMessage;
 use bytestring::ByteString;
 use chat_common::error::ApiError;
 use chat_common::protocol::{
-    ChatMessage, ClientFrame, ServerFrame, UserStatus, DIRECTORY_LIMIT, HISTORY_DEFAULT_LIMIT,
+    ChatMessage, ClientFrame, ServerFrame, DIRECTORY_LIMIT, HISTORY_DEFAULT_LIMIT,
     SYNC_DEFAULT_LIMIT,
 };
 use chat_common::{ErrorCode, MessageId};
 
 use super::rate::{FloodGuard, TokenBucket};
 use super::SocketLimits;
+use crate::bus::directory::listing;
 use crate::bus::{frame_text, Closing, ConnId, Frame};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::storage::users::{Directory, User};
+use crate::storage::users::User;
 use crate::storage::writer::{NewMessage, Stored};
 
 /// The messages of one `sync` or `chatHistory` reply take at most this many bytes of
@@ -58,7 +60,7 @@ impl Limit {
 }
 
 pub struct Connection {
-    state: AppState,
+    state: Arc<AppState>,
     me: User,
     id: ConnId,
     /// Every frame, control frames included.
@@ -75,7 +77,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(state: AppState, me: User, id: ConnId, limits: &SocketLimits) -> Self {
+    pub fn new(state: Arc<AppState>, me: User, id: ConnId, limits: &SocketLimits) -> Self {
         let bucket = TokenBucket::new(state.limits.ws_rate, state.limits.ws_burst);
         Self {
             state,
@@ -90,33 +92,45 @@ impl Connection {
         }
     }
 
+    pub fn user(&self) -> &User {
+        &self.me
+    }
+
     /// Subscribes, marks the user online and builds the `updateUsers` frame. Subscriptions
-    /// are confirmed before presence is read, so no change falls between the two.
+    /// are confirmed before presence is read, so no change falls between the two. Costs
+    /// what this socket lists: the node's shared head of the directory, and the user's
+    /// conversation peers when the head is not the whole directory.
     pub async fn setup(&mut self) -> Result<ByteString, AppError> {
-        let Directory { names, complete } =
-            self.state.db.directory(&self.me, DIRECTORY_LIMIT).await?;
-        if complete {
-            self.state.hub.follow_everyone(self.id);
+        let state = &self.state;
+        let head = state
+            .hub
+            .head(|| state.db.directory_head(DIRECTORY_LIMIT + 1))
+            .await?;
+        let names = if head.is_complete() {
+            state.hub.follow_everyone(self.id);
+            listing(&head, Vec::new(), DIRECTORY_LIMIT).names
         } else {
-            self.state
+            let peers = state.db.peers(self.me.id).await?;
+            let listed = listing(&head, peers, DIRECTORY_LIMIT);
+            state
                 .hub
-                .watch(self.id, names.iter().map(String::as_str));
-        }
-        if !self.state.hub.flush().await {
+                .follow_head(self.id, &head, listed.cutoff, &listed.beyond);
+            listed.names
+        };
+        if !state.hub.flush().await {
             return Err(AppError::SubscriberNotReady);
         }
-        let transition = self.state.presence.transition().await;
-        if self.state.presence.connect(&self.me.username).await? {
-            self.state.metrics.presence_changed(true);
+        let transition = state.presence.transition(self.me.id).await;
+        if state
+            .presence
+            .connect(self.me.id, &self.me.username)
+            .await?
+        {
+            state.metrics.presence_changed(true);
         }
         drop(transition);
-        let online = self.state.presence.online(&names).await?;
-        let users = names
-            .into_iter()
-            .zip(online)
-            .map(|(username, online)| UserStatus { username, online })
-            .collect();
-        Ok(frame_text(&ServerFrame::UpdateUsers { users })?)
+        let online = state.presence.online(&names).await?;
+        Ok(update_users(&names, &online)?)
     }
 
     /// The reply for this socket alone, if any; deliveries to others go through the bus.
@@ -227,7 +241,7 @@ impl Connection {
             } => {
                 let peer = self.peer(&peer).await?;
                 let channel = self.channel(&peer).await?;
-                self.state.hub.watch(self.id, [peer.username.as_str()]);
+                self.state.hub.watch(self.id, [peer.id]);
                 let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
                 let (mut messages, has_more) = self
                     .state
@@ -338,6 +352,33 @@ impl Connection {
     }
 }
 
+/// The `updateUsers` frame, written from the node's shared names: the JSON of
+/// [`ServerFrame::UpdateUsers`] (a test compares them) without a `String` per user.
+fn update_users(names: &[Arc<str>], online: &[bool]) -> Result<ByteString, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Listed<'a> {
+        username: &'a str,
+        online: bool,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type", rename = "updateUsers")]
+    struct UpdateUsers<'a> {
+        users: Vec<Listed<'a>>,
+    }
+    let users = names
+        .iter()
+        .zip(online)
+        .map(|(username, online)| Listed {
+            username,
+            online: *online,
+        })
+        .collect();
+    // About 40 bytes a user: one allocation for the whole frame.
+    let mut json = Vec::with_capacity(32 + names.len() * 48);
+    serde_json::to_writer(&mut json, &UpdateUsers { users })?;
+    ByteString::try_from(json).map_err(serde::ser::Error::custom)
+}
+
 /// A reply that could not be encoded is a bug: log it and close with 1011.
 fn encoded(reply: Result<ByteString, serde_json::Error>) -> Result<Option<Frame>, Closing> {
     match reply {
@@ -396,6 +437,8 @@ fn json_len(message: &ChatMessage) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use chat_common::protocol::UserStatus;
+
     use super::*;
 
     fn message(id: u64, text: &str) -> ChatMessage {
@@ -412,6 +455,26 @@ mod tests {
 
     fn ids(messages: &[ChatMessage]) -> Vec<u64> {
         messages.iter().map(|m| m.id.get()).collect()
+    }
+
+    #[test]
+    fn update_users_is_the_protocol_frame() {
+        let names: Vec<Arc<str>> = vec!["ann".into(), "b\"en".into()];
+        let ours = update_users(&names, &[true, false]).unwrap();
+        let theirs = frame_text(&ServerFrame::UpdateUsers {
+            users: vec![
+                UserStatus {
+                    username: "ann".into(),
+                    online: true,
+                },
+                UserStatus {
+                    username: "b\"en".into(),
+                    online: false,
+                },
+            ],
+        })
+        .unwrap();
+        assert_eq!(ours, theirs);
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! WebSockets: the route ([`configure`]), the upgrade ([`upgrade`]), one task per socket
-//! ([`socket`]) writing through its own response body ([`body`]), what each client frame
-//! does ([`frames`]) and the per-socket rate limits ([`rate`]).
+//! WebSockets: the route ([`configure`]), the upgrade ([`upgrade`]) and how fast the node
+//! admits them ([`admission`]), one task per socket ([`socket`]) writing through its own
+//! response body ([`body`]), what each client frame does ([`frames`]), the per-socket rate
+//! limits ([`rate`]) and the node's one heartbeat for every socket ([`heartbeat`]).
 
+pub mod admission;
 mod body;
 mod frames;
+mod heartbeat;
 mod origin;
 pub mod rate;
 mod socket;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -21,15 +25,20 @@ use crate::error::AppError;
 use crate::routes::resource;
 use crate::session::SessionUser;
 use crate::state::AppState;
+pub use admission::Admission;
+pub use body::WRITE_CHUNK;
+pub use heartbeat::run_heartbeat;
 
-/// What one socket may cost the node, from the flags; app data beside [`AppState`].
-#[derive(Debug, Clone, Copy)]
+/// What one socket may cost the node, from the flags; app data beside [`AppState`]. The
+/// one [`Admission`] is shared by every worker.
+#[derive(Debug, Clone)]
 pub struct SocketLimits {
     pub history_rate: u32,
     pub history_burst: u32,
     pub outbox_bytes: usize,
     pub send_timeout: Duration,
     pub max_per_user: usize,
+    pub admission: Arc<Admission>,
 }
 
 impl SocketLimits {
@@ -40,6 +49,7 @@ impl SocketLimits {
             outbox_bytes: usize::try_from(config.ws_outbox_bytes).unwrap_or(usize::MAX),
             send_timeout: Duration::from_secs(config.ws_send_timeout_secs),
             max_per_user: usize::try_from(config.ws_max_sockets_per_user).unwrap_or(usize::MAX),
+            admission: Arc::new(Admission::new(config.ws_admit_rate, config.ws_admit_burst)),
         }
     }
 }
@@ -59,6 +69,15 @@ pub async fn upgrade(
         return Err(
             AppError::client(ErrorCode::Unavailable, "this node is draining; reconnect").into(),
         );
+    }
+    if let Err(wait) = limits.admission.admit() {
+        state.metrics.ws_admission_refused.inc();
+        return Err(AppError::retry_later(
+            ErrorCode::Unavailable,
+            "this node takes new sockets at a bounded rate; retry later",
+            wait.as_secs(),
+        )
+        .into());
     }
     let origin = req
         .headers()
@@ -82,18 +101,12 @@ pub async fn upgrade(
             format!("not a WebSocket handshake: {e}"),
         )
     })?;
-    let limits = **limits;
+    let limits = limits.get_ref().clone();
     let outbox = Outbox::new(limits.outbox_bytes);
-    let user = &current.user;
+    let SessionUser { user, tag } = current;
     let id = state
         .hub
-        .register(
-            user.id,
-            &user.username,
-            &current.tag,
-            outbox.clone(),
-            limits.max_per_user,
-        )
+        .register(&user, &tag, outbox.clone(), limits.max_per_user)
         .map_err(|_| {
             AppError::client(
                 ErrorCode::TooManyConnections,
@@ -110,10 +123,10 @@ pub async fn upgrade(
         outbox: outbox.clone(),
         limits,
     };
-    let state = state.get_ref().clone();
+    let state = state.into_inner();
     let task = state
         .sockets
-        .track_future(socket::run(state.clone(), current, socket, stream).instrument(span));
+        .track_future(socket::run(state.clone(), user, socket, stream).instrument(span));
     actix_web::rt::spawn(task);
     Ok(body::respond(handshake, outbox))
 }

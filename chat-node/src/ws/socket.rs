@@ -1,10 +1,15 @@
-//! One task per socket: a `select!` over client frames, close requests (from the hub or
-//! the socket's outbox), the stall deadline, the heartbeat and the node's shutdown.
-//! Everything a socket owns lives here. The task never waits on the client: what it sends
-//! goes into the socket's [`Outbox`], so its timers fire whether or not the client reads.
+//! One task per socket: a `select!` over client frames, close requests (from the hub, the
+//! node's heartbeat or the socket's outbox) and the node's shutdown. Everything a socket
+//! owns lives here. The task never waits on the client: what it sends goes into the
+//! socket's [`Outbox`]. It holds no timer: pings, the silence timeout and the stall
+//! deadline are the node's heartbeat's ([`super::heartbeat`]).
+//!
+//! An idle socket's task is only the `select!` loop: setting up, handling a frame and
+//! leaving are boxed, so their (much larger) futures take memory only while they run.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_ws::{AggregatedMessage, MessageStream, ProtocolError};
 use chat_common::protocol::ServerFrame;
@@ -13,14 +18,11 @@ use super::frames::Connection;
 use super::SocketLimits;
 use crate::bus::outbox::{STALLED, TOO_SLOW};
 use crate::bus::{frame_text, Closing, ConnId, Frame, Outbox};
-use crate::session::SessionUser;
 use crate::state::AppState;
+use crate::storage::users::User;
 
 /// Frames (and reassembled messages) above this close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-pub const PING_INTERVAL: Duration = Duration::from_secs(20);
-/// A socket silent for this long (no pong, no frame) is closed.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 const RESTART: Closing = Closing::new(1012, "node is restarting; reconnect");
 
@@ -32,7 +34,7 @@ pub struct Socket {
 }
 
 /// Runs inside the `socket` span [`super::upgrade`] opens.
-pub async fn run(state: AppState, current: SessionUser, socket: Socket, stream: MessageStream) {
+pub async fn run(state: Arc<AppState>, user: User, socket: Socket, stream: MessageStream) {
     let mut stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
@@ -40,14 +42,9 @@ pub async fn run(state: AppState, current: SessionUser, socket: Socket, stream: 
     state.metrics.ws_connections.inc();
     tracing::info!("socket opened");
     let outbox = &socket.outbox;
-    let mut conn = Connection::new(
-        state.clone(),
-        current.user.clone(),
-        socket.id,
-        &socket.limits,
-    );
+    let mut conn = Connection::new(state.clone(), user, socket.id, &socket.limits);
 
-    let close = match conn.setup().await {
+    let close = match Box::pin(conn.setup()).await {
         Ok(update_users) => {
             outbox.open(Frame::Text(update_users));
             serve(&state, &mut conn, &socket, &mut stream).await
@@ -60,18 +57,22 @@ pub async fn run(state: AppState, current: SessionUser, socket: Socket, stream: 
         }
     };
     outbox.close(close);
+    Box::pin(leave(&state, conn.user(), socket.id)).await;
+    state.metrics.ws_connections.dec();
+    tracing::info!("socket closed");
+}
 
-    state.hub.unregister(socket.id);
-    let _transition = state.presence.transition().await;
-    if !state.hub.is_connected(current.user.id) {
-        match state.presence.disconnect(&current.user.username).await {
+/// The socket is gone: its user goes offline unless another socket here holds them.
+async fn leave(state: &AppState, user: &User, id: ConnId) {
+    state.hub.unregister(id);
+    let _transition = state.presence.transition(user.id).await;
+    if !state.hub.is_connected(user.id) {
+        match state.presence.disconnect(user.id, &user.username).await {
             Ok(true) => state.metrics.presence_changed(false),
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "presence disconnect failed"),
         }
     }
-    state.metrics.ws_connections.dec();
-    tracing::info!("socket closed");
 }
 
 /// How long a draining socket waits for acknowledgements already on their way back from
@@ -114,38 +115,25 @@ async fn serve(
     stream: &mut actix_ws::AggregatedMessageStream,
 ) -> Option<Closing> {
     let outbox = &socket.outbox;
-    let send_timeout = socket.limits.send_timeout;
-    let mut heartbeat = tokio::time::interval(PING_INTERVAL);
-    heartbeat.tick().await;
-    let mut last_seen = Instant::now();
     loop {
-        let stall = outbox.stall_deadline(send_timeout);
         tokio::select! {
             _ = state.shutdown.cancelled() => {
-                await_deliveries(outbox).await;
+                Box::pin(await_deliveries(outbox)).await;
                 return Some(RESTART);
             }
             closing = outbox.closing() => {
-                if closing == TOO_SLOW {
-                    return Some(give_up(state, outbox, closing, "slow_reader"));
-                }
-                return Some(closing);
-            }
-            // Frames have waited and the client took none of them: it stopped reading.
-            _ = tokio::time::sleep_until(stall.unwrap_or_else(tokio::time::Instant::now)),
-                if stall.is_some() => {
-                let stalled = outbox
-                    .stall_deadline(send_timeout)
-                    .is_some_and(|d| d <= tokio::time::Instant::now());
-                if stalled {
-                    return Some(give_up(state, outbox, STALLED, "stalled"));
-                }
+                return Some(match closing {
+                    TOO_SLOW => give_up(state, outbox, closing, "slow_reader"),
+                    // Frames have waited and the client took none of them.
+                    STALLED => give_up(state, outbox, closing, "stalled"),
+                    closing => closing,
+                });
             }
             msg = stream.recv() => {
-                last_seen = Instant::now();
+                outbox.heard();
                 match msg {
                     None | Some(Ok(AggregatedMessage::Close(_))) => return None,
-                    Some(Ok(msg)) => match conn.handle(msg).await {
+                    Some(Ok(msg)) => match Box::pin(conn.handle(msg)).await {
                         // A reply that does not fit makes `closing` fire next.
                         Ok(Some(reply)) => {
                             outbox.push(reply);
@@ -165,12 +153,112 @@ async fn serve(
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                if last_seen.elapsed() > CLIENT_TIMEOUT {
-                    return Some(Closing::new(1001, "no answer to pings"));
-                }
-                outbox.push(Frame::Ping);
-            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use actix_web::test::TestRequest;
+    use actix_web::{web, FromRequest};
+
+    use super::*;
+    use crate::bus::{Hub, Publisher};
+    use crate::metrics::Metrics;
+    use crate::presence::Presence;
+    use crate::redis_store::Redis;
+    use crate::state::{Limits, Services};
+    use crate::storage::writer::{Writer, WriterConfig};
+    use crate::storage::Db;
+    use crate::ws::{Admission, SocketLimits};
+
+    fn size_of_future<F: Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Nothing here connects: pools and the writer open connections on first use.
+    fn state() -> Arc<AppState> {
+        let metrics = Metrics::new().unwrap();
+        let url = "mysql://root@127.0.0.1:3306/unused";
+        let db = Db::new(url, 1, metrics.db_pool_wait.clone()).unwrap();
+        let redis = Redis::new(
+            "redis://127.0.0.1:6379",
+            "t",
+            1,
+            metrics.redis_pool_wait.clone(),
+        )
+        .unwrap();
+        let (hub, _) = Hub::new(redis.keys.clone(), metrics.clone());
+        let publisher = Publisher::new(redis.clone(), metrics.clone());
+        let writer = Writer::start(
+            url,
+            WriterConfig {
+                max_batch: 1,
+                queue: 1,
+            },
+            publisher.deliver(),
+            metrics.writer(),
+        )
+        .unwrap();
+        let services = Services {
+            db,
+            presence: Presence::new(redis.clone(), "n".into()),
+            redis,
+            hub,
+            publisher,
+            writer,
+        };
+        let limits = Limits {
+            bcrypt_cost: 4,
+            login_max_failures: 1,
+            login_max_failures_per_address: 1,
+            register_max_per_address: 1,
+            bcrypt_threads: 1,
+            bcrypt_queue: 1,
+            ws_rate: 1,
+            ws_burst: 1,
+            allowed_origins: Vec::new(),
+        };
+        Arc::new(AppState::new(services, metrics, limits))
+    }
+
+    /// What an idle socket's task holds: docs/benchmarks.md quotes these figures.
+    #[tokio::test]
+    async fn an_idle_socket_task_is_small() {
+        let (req, mut payload) = TestRequest::get()
+            .insert_header(("upgrade", "websocket"))
+            .insert_header(("connection", "upgrade"))
+            .insert_header(("sec-websocket-version", "13"))
+            .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
+            .to_http_parts();
+        let body = web::Payload::from_request(&req, &mut payload)
+            .await
+            .unwrap();
+        let (_, _, stream) = actix_ws::handle(&req, body).unwrap();
+        let limits = SocketLimits {
+            history_rate: 1,
+            history_burst: 1,
+            outbox_bytes: 1024,
+            send_timeout: Duration::from_secs(1),
+            max_per_user: 1,
+            admission: Arc::new(Admission::new(1, 1)),
+        };
+        let socket = Socket {
+            id: 1,
+            outbox: Outbox::new(1024),
+            limits,
+        };
+        let user = User {
+            id: 1,
+            username: "ann".into(),
+        };
+        let task = run(state(), user, socket, stream);
+        let task_bytes = size_of_future(&task);
+        let connection = std::mem::size_of::<Connection>();
+        println!("socket task future: {task_bytes} bytes, of which Connection {connection}");
+        assert!(task_bytes <= 2048, "socket task future: {task_bytes} bytes");
+        assert!(connection <= 512, "Connection: {connection} bytes");
     }
 }

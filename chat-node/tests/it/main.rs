@@ -25,6 +25,7 @@ mod migrate_on_start;
 mod migrations;
 mod mysql_outage;
 mod presence;
+mod reconnect_storm;
 mod secrets;
 mod writer;
 mod ws_limits;
