@@ -126,8 +126,8 @@ impl Outbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues a frame; false when it was refused: the socket is closing, or the frame would
-    /// pass the bound, in which case the socket task is asked to close with [`TOO_SLOW`].
+    /// Queues a frame; false when it was refused: the socket was asked to close, or the frame
+    /// would pass the bound, in which case the socket task is asked to close with [`TOO_SLOW`].
     pub fn push(&self, frame: Frame) -> bool {
         match self.enqueue(frame, true) {
             Pushed::Refused => false,
@@ -155,7 +155,7 @@ impl Outbox {
 
     fn enqueue(&self, frame: Frame, wake: bool) -> Pushed {
         let mut q = self.queue();
-        if q.ended || q.close == Some(TOO_SLOW) {
+        if q.ended || q.close.is_some() {
             return Pushed::Refused;
         }
         let len = frame.len();
@@ -201,7 +201,10 @@ impl Outbox {
         }
     }
 
-    /// Asks the socket task to close the socket (a logout, a lost subscription).
+    /// Asks the socket task to close the socket (a logout, a lost subscription). What was
+    /// queued before still goes out; nothing queued after does, so a client whose node may
+    /// have missed a delivery never receives a later id that would move its `sync` cursor
+    /// past the missed one.
     pub fn request_close(&self, closing: Closing) {
         self.queue().close.get_or_insert(closing);
         self.inner.closing.notify_one();
@@ -432,13 +435,21 @@ mod tests {
         tokio::task::yield_now().await;
         let logout = Closing::new(1008, "logged out");
         outbox.open(text(0));
-        assert_eq!(take(&outbox).await, Some(text(0)));
+        assert!(outbox.push(text(1)));
         outbox.request_close(logout);
         outbox.request_close(Closing::new(1012, "later"));
         assert_eq!(waiter.await.ok(), Some(logout));
-        assert!(outbox.push(text(1)), "what waits is still delivered");
+        assert!(
+            !outbox.push(text(2)),
+            "nothing queued after the request goes out"
+        );
+        assert_eq!(take(&outbox).await, Some(text(0)));
         assert!(outbox.stall_deadline(Duration::ZERO).is_some());
-        assert_eq!(take(&outbox).await, Some(text(1)));
+        assert_eq!(
+            take(&outbox).await,
+            Some(text(1)),
+            "what waited still goes out"
+        );
         assert_eq!(outbox.stall_deadline(Duration::ZERO), None);
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{FlushRequests, Hub};
@@ -34,46 +34,61 @@ pub async fn run_subscriber(
             }
         };
         if !first {
-            // Messages published while we were away are not replayed by Redis: close the
-            // sockets so their clients reconnect and `sync` what they missed.
-            hub.close_all(Closing::new(1012, "node lost its redis subscription"));
-            // New users announced meanwhile were missed too.
+            // New users announced while we were away were missed.
             hub.directory_changed();
         }
         first = false;
         let (mut sink, mut stream) = pubsub.split();
-        if let Err(e) = subscribe_all(&mut sink, hub.all_wanted()).await {
-            tracing::error!(error = %e, "redis subscribe failed");
-            continue;
+        if subscribe_all(&mut sink, hub.all_wanted()).await.is_ok() {
+            receive(&hub, &mut sink, &mut stream, &mut flush_rx, &shutdown).await;
         }
-        loop {
-            let nudge_due = hub.nudge_due();
-            tokio::select! {
-                _ = tokio::time::sleep_until(nudge_due.unwrap_or_else(tokio::time::Instant::now)),
-                    if nudge_due.is_some() => hub.nudge_all(),
-                msg = stream.next() => match msg {
-                    Some(msg) => {
-                        hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
-                        // A message can make sockets watch someone new (a peer, a new
-                        // user): subscribe before reading on, so their next presence
-                        // change is not missed.
-                        if apply(&hub, &mut sink).await.is_err() { break; }
-                    }
-                    None => {
-                        tracing::error!("redis subscriber connection lost");
-                        break;
-                    }
-                },
-                _ = hub.changed() => {
-                    if apply(&hub, &mut sink).await.is_err() { break; }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // Messages published while this node is not subscribed are not replayed by Redis,
+        // and another node may publish into a restarted Redis before this one is back.
+        // Close every socket now (nothing more is queued to them, so none receives a later
+        // id that would move its `sync` cursor past a missed one); their clients reconnect
+        // and `sync`, and sockets set up from here on wait for the next subscription.
+        tracing::error!("redis subscriber connection lost");
+        hub.close_all(Closing::new(1012, "node lost its redis subscription"));
+    }
+}
+
+/// Reads the subscription until it fails or `shutdown`, applying interest changes as
+/// they come.
+async fn receive(
+    hub: &Hub,
+    sink: &mut PubSubSink,
+    stream: &mut PubSubStream,
+    flush_rx: &mut FlushRequests,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let nudge_due = hub.nudge_due();
+        tokio::select! {
+            _ = tokio::time::sleep_until(nudge_due.unwrap_or_else(tokio::time::Instant::now)),
+                if nudge_due.is_some() => hub.nudge_all(),
+            msg = stream.next() => match msg {
+                Some(msg) => {
+                    hub.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
+                    // A message can make sockets watch someone new (a peer, a new
+                    // user): subscribe before reading on, so their next presence
+                    // change is not missed.
+                    if apply(hub, sink).await.is_err() { return; }
                 }
-                Some(ack) = flush_rx.recv() => {
-                    let ok = apply(&hub, &mut sink).await.is_ok();
-                    let _ = ack.send(());
-                    if !ok { break; }
-                }
-                _ = shutdown.cancelled() => return,
+                None => return,
+            },
+            _ = hub.changed() => {
+                if apply(hub, sink).await.is_err() { return; }
             }
+            Some(ack) = flush_rx.recv() => {
+                // A failed flush leaves `ack` unanswered: the socket waiting on it must not
+                // go on as if it were subscribed.
+                if apply(hub, sink).await.is_err() { return; }
+                let _ = ack.send(());
+            }
+            _ = shutdown.cancelled() => return,
         }
     }
 }
