@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::error::InternalError;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chat_common::error::ApiError;
 use chat_common::ErrorCode;
@@ -163,7 +164,8 @@ impl TrustedProxies {
 }
 
 /// Security headers on every response: the CSP, `nosniff`, `no-referrer`, and HSTS when
-/// the client came over TLS.
+/// the client came over TLS. An error from an inner middleware (the session store) is
+/// turned into its response here, so that it carries them too.
 pub fn security_headers<S, B>(
     req: ServiceRequest,
     srv: &S,
@@ -174,28 +176,36 @@ where
     let tls = req
         .app_data::<web::Data<TrustedProxies>>()
         .is_some_and(|proxies| proxies.tls(req.request()));
-    srv.call(req).map(move |res| {
-        res.map(|mut res| {
-            let headers = res.headers_mut();
-            headers.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            );
-            headers.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            headers.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-            if tls {
-                headers.insert(
-                    header::STRICT_TRANSPORT_SECURITY,
-                    HeaderValue::from_static(HSTS),
-                );
-            }
-            res
-        })
+    srv.call(req).map(move |res| match res {
+        Ok(mut res) => {
+            add_security_headers(res.headers_mut(), tls);
+            Ok(res)
+        }
+        Err(e) => {
+            let mut res = e.error_response();
+            add_security_headers(res.headers_mut(), tls);
+            Err(InternalError::from_response(e, res).into())
+        }
     })
+}
+
+fn add_security_headers(headers: &mut HeaderMap, tls: bool) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
 }

@@ -2,15 +2,16 @@
 //! accepts a session another node created. HTTP handlers and the WebSocket upgrade both
 //! read it, so it sits below `http` and `ws`.
 
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
 
 use actix_session::config::{PersistentSession, TtlExtensionPolicy};
 use actix_session::storage::RedisSessionStore;
 use actix_session::{Session, SessionExt, SessionMiddleware};
 use actix_web::cookie::{time, Key, SameSite};
-use actix_web::dev::Payload;
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
 use actix_web::{FromRequest, HttpRequest};
 use chat_common::ErrorCode;
+use futures_util::FutureExt;
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::error::AppError;
@@ -96,4 +97,17 @@ pub fn middleware(
                 .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
         )
         .build()
+}
+
+/// Wraps [`middleware`]: whatever fails in it is reading or writing the session in Redis,
+/// an outage, so the client gets 503 `unavailable` (actix-session answers a bare 500).
+pub fn store_errors<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    srv.call(req)
+        .map(|res| res.map_err(|e| AppError::Session(e.to_string()).into()))
 }

@@ -38,6 +38,7 @@ pub fn http_server(
             .app_data(web::Data::new(socket_limits.clone()))
             .app_data(web::Data::new(proxies.clone()))
             .wrap(session::middleware(sessions.clone(), key.clone(), secure))
+            .wrap_fn(session::store_errors)
             .wrap_fn(routes::refuse_encoded_bodies)
             .wrap_fn(routes::security_headers)
             .wrap_fn(routes::observe)

@@ -1,7 +1,8 @@
 //! Security headers on every response, errors included; HSTS only when a trusted proxy
 //! says the client came over TLS.
 
-use crate::harness::Cluster;
+use crate::harness::{Cluster, SHARED_DB_BASE};
+use crate::redis_server::RedisServer;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'; \
@@ -79,4 +80,22 @@ async fn hsts_when_a_trusted_proxy_says_the_client_came_over_tls() {
         let r = get(&c, "/", proto).await;
         assert_eq!(header(&r, "strict-transport-security"), None, "{proto:?}");
     }
+}
+
+#[tokio::test]
+async fn a_session_store_outage_is_a_503_with_the_headers() {
+    // Declared first, so it outlives the cluster (whose drop cleans its keys on it).
+    let mut redis = RedisServer::start().await;
+    let c = Cluster::start_on_servers(1, &[], SHARED_DB_BASE, &redis.url()).await;
+    let user = c.login_new(0, "outage").await;
+    assert_eq!(user.get("/api/me").await.status(), 200);
+    redis.kill();
+    let r = user.get("/api/me").await;
+    assert_eq!(r.status(), 503, "an outage, not a bug");
+    assert_eq!(header(&r, "content-security-policy"), Some(CSP));
+    assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(&r, "referrer-policy"), Some("no-referrer"));
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "unavailable");
+    redis.restart().await;
 }
