@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the fault suite (chat-node/tests/it/faults, the ignored known-gap tests included)
+# Runs the fault suite (chat-node/tests/it/faults, ignored tests included if any)
 # and prints the rows of the counts table in docs/reliability.md from the FAULT-COUNTS line
 # each test prints, then one line per test with how many runs passed.
 #
