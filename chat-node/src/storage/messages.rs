@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Nullable, Text, Varchar};
 use diesel_async::RunQueryDsl;
 
+use super::prepared::Prepared;
 use super::schema::{channels, messages};
 use super::users::User;
 use super::{Db, StoreError};
@@ -110,14 +111,16 @@ impl Db {
         // Without the hint MariaDB may pick a `ref` scan of the whole channel and skip the
         // rows newer than `before`; the hint keeps it one range scan of LIMIT rows (see
         // docs/design.md).
-        let query = diesel::sql_query(
+        let query = Prepared::new(
             "SELECT id, channel_id, sender_id, client_id, body, sent_at \
              FROM messages FORCE INDEX (messages_channel_id_idx) \
              WHERE channel_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind::<BigInt, _>(channel_id)
-        .bind::<BigInt, _>(before.map_or(i64::MAX, i64::from))
-        .bind::<BigInt, _>(i64::from(limit) + 1);
+            vec![
+                channel_id,
+                before.map_or(i64::MAX, i64::from),
+                i64::from(limit) + 1,
+            ],
+        );
         let mut rows: Vec<MessageRow> = self.run(async |conn| query.load(conn).await).await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);

@@ -3,6 +3,7 @@
 
 pub mod messages;
 mod migrate;
+mod prepared;
 mod schema;
 pub mod users;
 pub mod writer;
