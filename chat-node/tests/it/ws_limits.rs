@@ -16,11 +16,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::harness::{Cluster, User};
 
-type Raw = WebSocketStream<TcpStream>;
+pub(crate) type Raw = WebSocketStream<TcpStream>;
 
 /// A socket of `user` on `base` that reads nothing by itself; `recv_buffer` shrinks the
 /// kernel's receive buffer, so a client that stops reading is felt at once.
-async fn raw_ws(user: &User, base: &str, recv_buffer: Option<u32>) -> Raw {
+pub(crate) async fn raw_ws(user: &User, base: &str, recv_buffer: Option<u32>) -> Raw {
     let addr = base.trim_start_matches("http://");
     let socket = TcpSocket::new_v4().unwrap();
     if let Some(size) = recv_buffer {
@@ -34,7 +34,7 @@ async fn raw_ws(user: &User, base: &str, recv_buffer: Option<u32>) -> Raw {
 }
 
 /// Reads until the server closes: the error codes seen on the way, and the close code.
-async fn read_to_close(ws: &mut Raw, wait: Duration) -> (Vec<String>, Option<u16>) {
+pub(crate) async fn read_to_close(ws: &mut Raw, wait: Duration) -> (Vec<String>, Option<u16>) {
     let mut codes = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -69,7 +69,7 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 /// VmRSS and VmHWM of a process, in MiB.
-fn memory_mib(pid: i32) -> (u64, u64) {
+pub(crate) fn memory_mib(pid: i32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
@@ -84,7 +84,7 @@ fn memory_mib(pid: i32) -> (u64, u64) {
 
 /// 500 messages of 4,000 control characters between `a` and `b`: each escapes to 24 KB of
 /// JSON, so a `sync` of 500 would be 12 MB without a bound on replies.
-async fn seed_long_messages(c: &Cluster, a: &User, b: &User) {
+pub(crate) async fn seed_long_messages(c: &Cluster, a: &User, b: &User) {
     let mut ws = a.ws().await;
     let first = ws.send_acked(&b.username, "first").await;
     ws.close().await;
@@ -121,7 +121,7 @@ fn chatter(
     })
 }
 
-const SYNC_ALL: &str = r#"{"type":"sync","after":0,"limit":500}"#;
+pub(crate) const SYNC_ALL: &str = r#"{"type":"sync","after":0,"limit":500}"#;
 const NODE_MEMORY_BOUND_MIB: u64 = 150;
 
 #[tokio::test]
