@@ -622,6 +622,25 @@ test("three users on two nodes share a room", async (t) => {
     assert.equal(await pageM.locator("#typing-indicator").textContent(), `${third} is typing…`);
     // 2 s without a key press: both send doneTyping and the line empties.
     await waitUntil(pageO, () => document.querySelector("#typing-indicator").textContent === "", null, 5000);
+
+    // A `typing` whose `doneTyping` never comes (a lost frame, a dead node) expires 5 s
+    // after it arrived: sent here from a second socket of the member, outside the client.
+    const roomId = Number(await roomButton(pageM, room).getAttribute("data-room-id"));
+    await pageM.evaluate((id) => new Promise((resolve, reject) => {
+      const socket = new WebSocket(`${location.origin.replace(/^http/, "ws")}/ws`);
+      socket.onopen = () => {
+        socket.send(JSON.stringify({ type: "typing", room: id }));
+        window.rawSocket = socket;
+        resolve();
+      };
+      socket.onerror = () => reject(new Error("raw socket failed"));
+    }), roomId);
+    await notice.filter({ hasText: `${member} is typing…` }).waitFor({ timeout: 3000 });
+    const shownAt = Date.now();
+    await waitUntil(pageO, () => document.querySelector("#typing-indicator").textContent === "", null, 8000);
+    const shownFor = Date.now() - shownAt;
+    assert.ok(shownFor > 3500 && shownFor < 7000, `"is typing…" without doneTyping lasted ${shownFor} ms, expected about 5 s`);
+    await pageM.evaluate(() => window.rawSocket.close());
   });
 
   await t.test("R7. the room survives node b dying: its members sync what they missed, once", async () => {

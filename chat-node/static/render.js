@@ -93,6 +93,7 @@ const el = {
   memberFilter: $("member-filter"),
   memberChoices: $("member-choices"),
   memberChoicesEmpty: $("member-choices-empty"),
+  memberPicked: $("member-picked"),
   roomFormError: $("room-form-error"),
   /** @type {HTMLButtonElement} */
   roomSubmit: $("room-submit"),
@@ -507,6 +508,7 @@ export function openRoomDialog(mode, roomId) {
     return item;
   }));
   el.memberChoicesEmpty.hidden = people.length > 0;
+  renderPicked();
   if (!el.roomDialog.open) el.roomDialog.showModal();
   (mode === "create" ? el.roomName : el.memberFilter).focus();
 }
@@ -538,6 +540,16 @@ export function roomDialogOpen() {
 
 export function closeRoomDialog() {
   if (el.roomDialog.open) el.roomDialog.close();
+}
+
+/** Names who is picked, since the filter can hide a picked box. */
+function renderPicked() {
+  const { members, mode } = readRoomDialog();
+  if (members.length === 0) {
+    el.memberPicked.textContent = mode === "create" ? "Nobody picked yet: you can add people later." : "Nobody picked yet.";
+  } else {
+    el.memberPicked.textContent = `Picked (${members.length}): ${members.join(", ")}`;
+  }
 }
 
 /** Shows only the people whose name contains the filter; picks stay as they are. */
@@ -857,6 +869,11 @@ export function onSubmitRoomDialog(handler) {
   });
   el.roomCancel.addEventListener("click", closeRoomDialog);
   el.memberFilter.addEventListener("input", filterChoices);
+  el.memberChoices.addEventListener("change", renderPicked);
+  el.roomName.addEventListener("input", () => {
+    el.roomFormError.textContent = "";
+    el.roomName.removeAttribute("aria-invalid");
+  });
   // Enter in the filter would submit the form: it only filters.
   el.memberFilter.addEventListener("keydown", (event) => {
     if (event.key === "Enter") event.preventDefault();
