@@ -684,6 +684,8 @@ test("three users on two nodes share a room", async (t) => {
     await roomButton(pageM, room).waitFor({ state: "detached" });
     await waitUntil(pageM, () => document.querySelector("#conversation-title")?.textContent === "Pick someone to chat with");
     assert.equal(await pageM.locator("#message-input").isDisabled(), true);
+    assert.equal(await pageM.evaluate(() => document.activeElement?.id), "new-room-button",
+      "focus goes to the room list, not lost with the panel");
     await pageO.locator("#conversation-presence", { hasText: "2 members" }).waitFor();
     await waitUntil(pageO, () => document.querySelectorAll("#member-list li.member").length === 2);
     await roomButton(pageK, room).locator(".room-status", { hasText: "2 members" }).waitFor();
@@ -710,7 +712,9 @@ test("three users on two nodes share a room", async (t) => {
     await openRoom(pageM, room);
     assert.deepEqual(await messageTexts(pageM), said.slice(-10), "a new member reads the room's history");
 
-    await pageO.locator(`#member-list li.member[data-username="${third}"] [data-testid=remove-member]`).click();
+    // The owner's Remove, by keyboard.
+    await pageO.locator(`#member-list li.member[data-username="${third}"] [data-testid=remove-member]`).focus();
+    await pageO.keyboard.press("Enter");
     for (const page of [pageK, pageK2]) await roomButton(page, room).waitFor({ state: "detached" });
     await pageK.locator("#toast", { hasText: room }).waitFor();
     await pageO.locator("#conversation-presence", { hasText: "2 members" }).waitFor();

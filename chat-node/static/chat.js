@@ -405,7 +405,7 @@ export function openConversation(key) {
   const holder = unreadHolder(key);
   if (holder) holder.unread = 0;
 
-  render.showConversation(key);
+  render.showConversation();
   render.renderUsers();
   render.renderRooms();
   render.renderConversationHeader();
@@ -566,8 +566,10 @@ function onRoomLeft(id) {
       left = true;
     }
   }
+  const wasOpen = state.openKey === roomKey(id);
   dropRoom(id);
   renderAll();
+  if (wasOpen) render.focusRooms();
   render.showToast(left ? `You left ${info.name}` : `You are no longer a member of ${info.name}`);
 }
 

@@ -64,7 +64,7 @@
  * history carries `room` instead of `peer`.
  * @typedef {object} ChatHistoryFrame
  * @property {"chatHistory"} type
- * @property {string} [peer]
+ * @property {string | null} [peer] null for a room
  * @property {number | null} [room]
  * @property {number} channel
  * @property {Message[]} messages oldest first

@@ -442,6 +442,8 @@ export function renderRoomPanel() {
   el.membersButton.setAttribute("aria-expanded", String(Boolean(room) && roomPanelOpen));
   el.roomPanel.hidden = !room || !roomPanelOpen;
   if (!room || !roomPanelOpen) return;
+  // Rebuilding the list drops a focused Remove button: keep focus in the panel.
+  const hadFocus = el.memberList.contains(document.activeElement);
   el.roomPanelTitle.textContent = `Members (${room.members.length})`;
   const mine = room.owner === state.me;
   const members = [...room.members].sort((a, b) => {
@@ -472,6 +474,13 @@ export function renderRoomPanel() {
     item.dataset.online = String(online);
     return item;
   }));
+  if (hadFocus && !el.roomPanel.contains(document.activeElement)) el.roomPanel.focus();
+}
+
+/** After leaving the room on screen: focus goes to the room list, not lost with the panel. */
+export function focusRooms() {
+  const target = el.roomList.querySelector("button") ?? el.newRoomButton;
+  /** @type {HTMLElement} */ (target).focus();
 }
 
 // ---------------------------------------------------------------------------
@@ -567,18 +576,12 @@ function filterChoices() {
 // ---------------------------------------------------------------------------
 // The open conversation
 
-/**
- * Opens an empty conversation view; its messages follow with the history.
- * @param {string} key
- */
-export function showConversation(key) {
+/** Opens an empty conversation view; its messages follow with the history. */
+export function showConversation() {
   el.messages.replaceChildren();
   el.chatView.classList.add("has-conversation");
   el.input.disabled = false;
   el.sendButton.disabled = false;
-  const target = conversation(key).target;
-  const name = target.room != null ? state.rooms.get(target.room)?.name ?? "the room" : target.peer;
-  el.input.placeholder = `Message ${name}`;
 }
 
 /** No conversation on screen (the open room was left). */
@@ -604,11 +607,13 @@ export function renderConversationHeader() {
   if (room != null) {
     const info = state.rooms.get(room);
     el.conversationTitle.textContent = info?.name ?? "";
+    el.input.placeholder = `Message ${info?.name ?? "the room"}`;
     el.conversationPresence.textContent = info ? membersText(info.members.length) : "";
     delete el.conversationPresence.dataset.online;
     return;
   }
   el.conversationTitle.textContent = peer ?? "";
+  el.input.placeholder = `Message ${peer}`;
   const online = state.users.get(peer ?? "")?.online;
   el.conversationPresence.textContent = online ? "online" : "offline";
   el.conversationPresence.dataset.online = online ? "true" : "false";
