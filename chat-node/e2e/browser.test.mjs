@@ -256,6 +256,16 @@ after(async () => {
   }
 });
 
+test("the client's modules typecheck (checkJs, strict: static/jsconfig.json)", () => {
+  const tsc = path.join(HERE, "node_modules", "typescript", "bin", "tsc");
+  const project = path.join(HERE, "..", "static", "jsconfig.json");
+  try {
+    execFileSync(process.execPath, [tsc, "-p", project], { encoding: "utf8", stdio: "pipe" });
+  } catch (error) {
+    assert.fail(`tsc found errors:\n${error.stdout}${error.stderr}`);
+  }
+});
+
 test("two users chat through two nodes in real browsers", async (t) => {
   const password = `pw-${hex(6)}`;
   const userA = `alice_${hex(3)}`;
