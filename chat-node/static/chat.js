@@ -35,6 +35,7 @@ const TYPING_IDLE_MS = 2000; // send `doneTyping` after this long without a key 
 const TYPING_EXPIRE_MS = 5000; // receiver hides "is typing…" this long after the last `typing`
 const RATE_LIMIT_RETRY_MS = 1500;
 const MAX_ROOM_NAME = 64;
+const MARK_READ_INTERVAL_MS = 1000; // at most one `markRead` this often
 
 // ---------------------------------------------------------------------------
 // The link
@@ -276,9 +277,17 @@ function onRead(frame) {
 // ---------------------------------------------------------------------------
 // Read state
 
+const readOut = {
+  lastSentAt: 0,
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  timer: undefined,
+};
+
 /**
  * Tells the node (and so the user's other devices) that the conversation on screen is read
- * up to its newest message, when the page is visible and there is something new.
+ * up to its newest message, when the page is visible and there is something new. The badge
+ * here clears at once; `markRead` goes out at most once per MARK_READ_INTERVAL_MS, with the
+ * newest id, so a busy room does not spend the socket's rate limit on it.
  */
 export function markOpenRead() {
   const conv = openConv();
@@ -290,9 +299,41 @@ export function markOpenRead() {
     render.renderRooms();
   }
   conv.unreadIds = [];
-  const newest = conv.messages[conv.messages.length - 1]?.id ?? 0;
-  if (!state.serverReadState || newest <= conv.readUpTo) return;
-  if (send({ type: "markRead", ...conv.target, upTo: newest })) conv.readUpTo = newest;
+  if (!state.serverReadState || newestId(conv) <= conv.readUpTo || readOut.timer) return;
+  const wait = readOut.lastSentAt + MARK_READ_INTERVAL_MS - Date.now();
+  if (wait > 0) {
+    readOut.timer = setTimeout(() => {
+      readOut.timer = undefined;
+      markOpenRead();
+    }, wait);
+    return;
+  }
+  const upTo = newestId(conv);
+  if (send({ type: "markRead", ...conv.target, upTo })) {
+    conv.readUpTo = upTo;
+    readOut.lastSentAt = Date.now();
+  }
+}
+
+/**
+ * Leaving a conversation with a `markRead` still waiting for its turn: send it now.
+ * @param {Conversation | null} conv
+ */
+function flushRead(conv) {
+  if (!readOut.timer) return;
+  clearTimeout(readOut.timer);
+  readOut.timer = undefined;
+  if (!conv || !state.serverReadState || newestId(conv) <= conv.readUpTo) return;
+  const upTo = newestId(conv);
+  if (send({ type: "markRead", ...conv.target, upTo })) {
+    conv.readUpTo = upTo;
+    readOut.lastSentAt = Date.now();
+  }
+}
+
+/** @param {Conversation} conv */
+function newestId(conv) {
+  return conv.messages[conv.messages.length - 1]?.id ?? 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -392,7 +433,10 @@ export function openRoom(id) {
 
 /** @param {string} key */
 export function openConversation(key) {
-  if (state.openKey && state.openKey !== key) stopTyping();
+  if (state.openKey && state.openKey !== key) {
+    stopTyping();
+    flushRead(openConv());
+  }
   state.openKey = key;
   const conv = conversation(key);
   // Start from the newest page every time the conversation is opened, so paging with
@@ -439,6 +483,11 @@ export function loadOlder() {
 /** The page is shown again: what arrived on screen meanwhile is read now. */
 export function pageShown() {
   markOpenRead();
+}
+
+/** The page is hidden or unloads (a reload, a closed tab): a waiting `markRead` goes now. */
+export function pageHidden() {
+  flushRead(openConv());
 }
 
 const typingOut = {

@@ -6,7 +6,7 @@ import * as render from "./render.js";
 import * as socket from "./socket.js";
 import { submitAuth, logout } from "./session.js";
 import {
-  openPeer, openRoom, loadOlder, composerInput, sendMessage, pageShown, startCreateRoom,
+  openPeer, openRoom, loadOlder, composerInput, sendMessage, pageShown, pageHidden, startCreateRoom,
   startAddMembers, submitRoomDialog, removeMember, leaveRoom, toggleRoomPanel,
 } from "./chat.js";
 
@@ -26,6 +26,7 @@ export function wireInput() {
   render.onLeaveRoom(leaveRoom);
   render.onRemoveMember(removeMember);
   render.onBackOnline(socket.reconnectNow);
+  render.onPageHidden(pageHidden);
   render.onPageShown(() => {
     socket.resume();
     pageShown();

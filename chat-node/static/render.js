@@ -961,6 +961,17 @@ export function onBackOnline(handler) {
   window.addEventListener("online", handler);
 }
 
+/**
+ * The page was hidden, or is being left or reloaded.
+ * @param {() => void} handler
+ */
+export function onPageHidden(handler) {
+  window.addEventListener("pagehide", handler);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") handler();
+  });
+}
+
 /** @param {() => void} handler */
 export function onPageShown(handler) {
   document.addEventListener("visibilitychange", () => {
