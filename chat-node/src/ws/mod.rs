@@ -8,6 +8,7 @@ mod body;
 mod frames;
 mod heartbeat;
 mod origin;
+mod rooms;
 pub mod rate;
 mod socket;
 

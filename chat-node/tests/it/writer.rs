@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use chat_node::storage::users::User as DbUser;
 use chat_node::storage::writer::{
-    Committed, Deliver, NewMessage, Stored, WriteError, Writer, WriterConfig, WriterMetrics,
+    Committed, Deliver, NewMessage, Recipient, Stored, WriteError, Writer, WriterConfig,
+    WriterMetrics,
 };
 use chat_node::storage::{ensure_database, run_migrations, Db};
 use chrono::{NaiveDate, NaiveDateTime};
@@ -511,7 +512,7 @@ impl Scene {
         };
         NewMessage {
             sender: from.clone(),
-            recipient: to.clone(),
+            to: Recipient::User(to.clone()),
             channel_id,
             client_id: cid.map(str::to_owned),
             text: text.to_owned(),
