@@ -748,6 +748,9 @@ test("three users on two nodes share a room", async (t) => {
     await pageO.keyboard.press("Escape");
     await pageO.locator("#room-dialog[open]").waitFor({ state: "detached" });
     await pageO.setViewportSize({ width: 1100, height: 720 });
+    await pageM.emulateMedia({ colorScheme: "dark" });
+    await shot(pageM, "R10-dark-room");
+    await pageM.emulateMedia({ colorScheme: "light" });
     assert.deepEqual(pageErrors, [], "no uncaught errors in the pages");
   });
 });

@@ -281,10 +281,15 @@ export function setLogoutBusy(busy) {
 // People
 
 /** @param {string} name */
-function avatarColor(name) {
+function nameHue(name) {
   let hash = 0;
   for (const ch of name) hash = (hash * 31 + /** @type {number} */ (ch.codePointAt(0))) >>> 0;
-  return `hsl(${hash % 360} 55% 45%)`;
+  return hash % 360;
+}
+
+/** @param {string} name */
+function avatarColor(name) {
+  return `hsl(${nameHue(name)} 55% 45%)`;
 }
 
 export function renderUsers() {
@@ -685,7 +690,8 @@ function createMessageItem(row) {
   const own = row.message.from === state.me;
   const from = h("p", { className: "message-from", "data-testid": "message-from" });
   from.textContent = row.message.from ?? "";
-  from.style.color = avatarColor(row.message.from ?? "");
+  // The same hue as the sender's avatar; style.css picks a lightness readable on the bubble.
+  from.style.setProperty("--sender-hue", String(nameHue(row.message.from ?? "")));
   from.hidden = true;
   const text = h("p", { className: "message-text", "data-testid": "message-text" });
   const time = h("time", { className: "message-time" });
