@@ -549,7 +549,6 @@ export function sendMessage() {
 // ---------------------------------------------------------------------------
 // Rooms: the list and its membership
 
-
 /**
  * @param {Room} room
  * @returns {RoomInfo | null}
