@@ -71,7 +71,9 @@ impl From<WriteError> for AppError {
                 ErrorCode::BadRequest,
                 "this clientId was already used in another conversation",
             ),
-            WriteError::NotAMember => Self::client(ErrorCode::NotAMember, "no such room among yours"),
+            WriteError::NotAMember => {
+                Self::client(ErrorCode::NotAMember, "no such room among yours")
+            }
             WriteError::Store(e) => Self::Store(e),
             WriteError::Stopped => Self::Store(StoreError::Write("the writer has stopped".into())),
             WriteError::NotPublished => Self::Redis(RedisError::Pool(

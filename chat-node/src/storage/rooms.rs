@@ -151,7 +151,10 @@ fn assemble(rows: Vec<RoomRow>, members: Vec<MemberRow>) -> Result<Vec<Room>, St
         .collect()
 }
 
-async fn load_room(conn: &mut AsyncMysqlConnection, room_id: i64) -> QueryResult<Option<(RoomRow, Vec<MemberRow>)>> {
+async fn load_room(
+    conn: &mut AsyncMysqlConnection,
+    room_id: i64,
+) -> QueryResult<Option<(RoomRow, Vec<MemberRow>)>> {
     let row: Option<RoomRow> =
         diesel::sql_query("SELECT id, channel_id, name, owner_id FROM rooms WHERE id = ?")
             .bind::<BigInt, _>(room_id)
@@ -173,7 +176,10 @@ async fn load_room(conn: &mut AsyncMysqlConnection, room_id: i64) -> QueryResult
 }
 
 /// The one room `room_id` as it is now, if it exists.
-async fn room_now(conn: &mut AsyncMysqlConnection, room_id: i64) -> Result<Option<Room>, RoomError> {
+async fn room_now(
+    conn: &mut AsyncMysqlConnection,
+    room_id: i64,
+) -> Result<Option<Room>, RoomError> {
     match load_room(conn, room_id).await? {
         Some((row, members)) => Ok(assemble(vec![row], members)?.pop()),
         None => Ok(None),
@@ -264,7 +270,9 @@ impl Db {
             .await;
         if let Err(e) = released {
             tracing::error!(error = %e, "releasing the sequence lock failed");
-            drop(diesel_async::pooled_connection::deadpool::Object::take(conn));
+            drop(diesel_async::pooled_connection::deadpool::Object::take(
+                conn,
+            ));
         }
         result
     }
@@ -346,7 +354,9 @@ impl Db {
         self.with_seq_lock(async |conn| {
             let change = conn
                 .transaction(async |conn| {
-                    let room = room_now(conn, room_id).await?.ok_or(RoomError::NotAMember)?;
+                    let room = room_now(conn, room_id)
+                        .await?
+                        .ok_or(RoomError::NotAMember)?;
                     if !room.members.iter().any(|m| m.id == by.id) {
                         return Err(RoomError::NotAMember);
                     }
@@ -389,7 +399,9 @@ impl Db {
         self.with_seq_lock(async |conn| {
             let change = conn
                 .transaction(async |conn| {
-                    let mut room = room_now(conn, room_id).await?.ok_or(RoomError::NotAMember)?;
+                    let mut room = room_now(conn, room_id)
+                        .await?
+                        .ok_or(RoomError::NotAMember)?;
                     if !room.members.iter().any(|m| m.id == by.id) {
                         return Err(RoomError::NotAMember);
                     }
@@ -409,7 +421,7 @@ impl Db {
                     .execute(conn)
                     .await?;
                     room.members.retain(|m| m.id != target.id);
-                    match room.members.first() {
+                    match <[User]>::first(&room.members) {
                         None => {
                             diesel::delete(rooms::table.find(room_id))
                                 .execute(conn)
@@ -468,7 +480,11 @@ impl Db {
 
     /// The room's channel when `user_id` is a member; `None` for a room that does not
     /// exist or is not theirs (the two are not told apart).
-    pub async fn room_channel(&self, room_id: i64, user_id: i64) -> Result<Option<i64>, StoreError> {
+    pub async fn room_channel(
+        &self,
+        room_id: i64,
+        user_id: i64,
+    ) -> Result<Option<i64>, StoreError> {
         self.run(async |conn| {
             rooms::table
                 .inner_join(room_members::table)

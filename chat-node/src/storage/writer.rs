@@ -342,10 +342,7 @@ async fn write_batch(
     lock: &LockName,
     jobs: &[Job],
 ) -> Result<Vec<Outcome>, StoreError> {
-    let granted: Option<i64> = conn
-        .exec_first(sql.lock(), (lock.name(),))
-        .await?
-        .flatten();
+    let granted: Option<i64> = conn.exec_first(sql.lock(), (lock.name(),)).await?.flatten();
     if granted != Some(1) {
         return Err(StoreError::Write(
             "timed out waiting for the sequence lock".into(),

@@ -8,8 +8,8 @@ mod body;
 mod frames;
 mod heartbeat;
 mod origin;
-mod rooms;
 pub mod rate;
+mod rooms;
 mod socket;
 
 use std::sync::Arc;

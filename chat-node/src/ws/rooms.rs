@@ -40,9 +40,13 @@ impl Connection {
         let by = self.me.id;
         state
             .db
-            .create_room(&self.me, &name, &users, state.limits.rooms, async |change| {
-                announce(publisher, change, by, client_id).await
-            })
+            .create_room(
+                &self.me,
+                &name,
+                &users,
+                state.limits.rooms,
+                async |change| announce(publisher, change, by, client_id).await,
+            )
             .await?;
         Ok(None)
     }
