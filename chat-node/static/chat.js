@@ -77,17 +77,16 @@ export function handleFrame(frame) {
 }
 
 /**
+ * Missed messages after a reconnect. They are not counted as unread here: the counts in
+ * the fresh `updateUsers` and `rooms` frames include them already.
  * @param {Message[]} messages
- * @param {number} since messages sent before this time were probably seen before the drop
  * @param {boolean} done the last page: show the result
  */
-export function handleSync(messages, since, done) {
+export function handleSync(messages, done) {
   let touchedOpen = false;
   for (const message of messages) {
     mergeMessage(message);
-    // A node with read state counted these in the unread of its fresh directory already.
-    const recent = !state.serverReadState && Date.parse(message.sentAt) >= since;
-    noteIncoming(message, { countUnread: recent });
+    noteIncoming(message, { countUnread: false });
     if (keyOfMessage(message) === state.openKey) touchedOpen = true;
     if (message.room == null) ensureUser(message.from === state.me ? message.to ?? "" : message.from);
   }
@@ -108,11 +107,9 @@ function onUpdateUsers(frame) {
     const user = ensureUser(entry.username);
     if (!user) continue;
     user.online = Boolean(entry.online);
-    if (typeof entry.unread === "number") {
-      // The node keeps read state: its count is the truth after every (re)connect.
-      state.serverReadState = true;
-      setUnreadFromNode(peerKey(entry.username), user, entry.unread);
-    }
+    // The node keeps read state: its count (absent when none) is the truth after every
+    // (re)connect, on every device of the user.
+    setUnreadFromNode(peerKey(entry.username), user, Number(entry.unread ?? 0));
     listed.add(entry.username);
   }
   // Users not in the list keep their entry only when we talk with them.
@@ -299,7 +296,7 @@ export function markOpenRead() {
     render.renderRooms();
   }
   conv.unreadIds = [];
-  if (!state.serverReadState || newestId(conv) <= conv.readUpTo || readOut.timer) return;
+  if (newestId(conv) <= conv.readUpTo || readOut.timer) return;
   const wait = readOut.lastSentAt + MARK_READ_INTERVAL_MS - Date.now();
   if (wait > 0) {
     readOut.timer = setTimeout(() => {
@@ -323,7 +320,7 @@ function flushRead(conv) {
   if (!readOut.timer) return;
   clearTimeout(readOut.timer);
   readOut.timer = undefined;
-  if (!conv || !state.serverReadState || newestId(conv) <= conv.readUpTo) return;
+  if (!conv || newestId(conv) <= conv.readUpTo) return;
   const upTo = newestId(conv);
   if (send({ type: "markRead", ...conv.target, upTo })) {
     conv.readUpTo = upTo;
@@ -564,10 +561,8 @@ function upsert(room) {
   info.name = String(room.name ?? "");
   info.owner = String(room.owner ?? "");
   info.members = Array.isArray(room.members) ? room.members.map(String) : [];
-  if (typeof room.unread === "number") {
-    state.serverReadState = true;
-    setUnreadFromNode(roomKey(id), info, room.unread);
-  }
+  // Present in the `rooms` frame after each (re)connect, absent from a `room` change.
+  if (typeof room.unread === "number") setUnreadFromNode(roomKey(id), info, room.unread);
   return info;
 }
 

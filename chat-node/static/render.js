@@ -313,6 +313,15 @@ export function renderUsers() {
   updateTitle();
 }
 
+/**
+ * The node's counts stop at 100: show "99+" beyond 99.
+ * @param {number} unread
+ */
+function badgeText(unread) {
+  if (unread <= 0) return "";
+  return unread > 99 ? "99+" : String(unread);
+}
+
 /** The page title counts every unread message, people and rooms. */
 function updateTitle() {
   let unread = 0;
@@ -352,10 +361,10 @@ function updateUserItem(item, user) {
   else button.removeAttribute("aria-current");
   /** @type {HTMLElement} */ (button.querySelector(".user-status")).textContent = user.online ? "online" : "offline";
   const badge = /** @type {HTMLElement} */ (button.querySelector(".unread-badge"));
-  badge.textContent = user.unread > 0 ? String(user.unread) : "";
+  badge.textContent = badgeText(user.unread);
   badge.hidden = user.unread === 0;
   const parts = [user.username, user.online ? "online" : "offline"];
-  if (user.unread > 0) parts.push(`${user.unread} unread`);
+  if (user.unread > 0) parts.push(`${badgeText(user.unread)} unread`);
   button.setAttribute("aria-label", parts.join(", "));
 }
 
@@ -414,10 +423,10 @@ function updateRoomItem(item, room) {
   const members = membersText(room.members.length);
   /** @type {HTMLElement} */ (button.querySelector(".room-status")).textContent = members;
   const badge = /** @type {HTMLElement} */ (button.querySelector(".unread-badge"));
-  badge.textContent = room.unread > 0 ? String(room.unread) : "";
+  badge.textContent = badgeText(room.unread);
   badge.hidden = room.unread === 0;
   const parts = [`Room ${room.name}`, members];
-  if (room.unread > 0) parts.push(`${room.unread} unread`);
+  if (room.unread > 0) parts.push(`${badgeText(room.unread)} unread`);
   button.setAttribute("aria-label", parts.join(", "));
 }
 

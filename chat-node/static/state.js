@@ -76,8 +76,6 @@ export const state = {
   maxId: 0, // highest message id seen in any frame, rooms included: the `sync` cursor
   /** @type {Set<number>} ids already counted for unread badges */
   seenIds: new Set(),
-  /** The node keeps read state (its directory carries `unread`): send `markRead`. */
-  serverReadState: false,
   /** @type {Map<string, Map<string, ReturnType<typeof setTimeout>>>} key -> who -> expiry of "is typing…" */
   typingFrom: new Map(),
 };
@@ -93,7 +91,6 @@ export function resetState() {
   state.roomRequests.clear();
   state.maxId = 0;
   state.seenIds.clear();
-  state.serverReadState = false;
 }
 
 /**
