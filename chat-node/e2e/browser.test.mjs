@@ -616,6 +616,15 @@ test("three users on two nodes share a room", async (t) => {
     await roomButton(pageK2, room).waitFor();
     await sleep(500);
     assert.equal(await roomBadge(pageK2, room), "", "read state survives a reload");
+
+    // The third member answers from node b; the second device, on node a, shows it too.
+    const fromThird = "Count me in. 12:30 at the usual place?";
+    await sendMessage(pageK, fromThird);
+    said.push(fromThird);
+    for (const page of [pageO, pageM]) {
+      await messagesWithText(page, fromThird).waitFor();
+      assert.equal(await messagesWithText(page, fromThird).locator(".message-from").textContent(), third);
+    }
   });
 
   await t.test("R6. the typing line names who is typing, several in a room", async () => {
@@ -627,7 +636,7 @@ test("three users on two nodes share a room", async (t) => {
       const text = document.querySelector("#typing-indicator").textContent;
       return text.includes(a) && text.includes(b) && text.endsWith("are typing…");
     }, [member, third], 3000);
-    await shot(pageO, "R6-two-typing");
+    await shot(pageO, "R6-two-typing"); // docs/screenshot.png, the README's picture
     // Nobody sees themself typing.
     assert.equal(await pageM.locator("#typing-indicator").textContent(), `${third} is typing…`);
     // 2 s without a key press: both send doneTyping and the line empties.
