@@ -304,7 +304,7 @@ async fn room_limits_per_user_are_enforced() {
         1,
         &[
             ("CHAT_ROOMS_PER_USER", "2"),
-            ("CHAT_ROOM_CREATIONS_PER_MINUTE", "3"),
+            ("CHAT_ROOM_CREATIONS_PER_MINUTE", "4"),
         ],
     )
     .await;
@@ -332,7 +332,7 @@ async fn room_limits_per_user_are_enforced() {
         "too_many_rooms",
     )
     .await;
-    // Three creations counted this minute (the refused ones too): the fourth is refused.
+    // Four creations counted this minute (the refused ones too): the fifth is refused.
     refused(
         &mut a,
         json!({"type": "createRoom", "name": "four", "members": []}),
@@ -383,8 +383,10 @@ async fn sync_covers_rooms_and_one_to_one_exactly_in_pages() {
         .await;
     let rest = b.expect_type("sync").await;
     assert_eq!(rest["messages"][0], sent[6]);
-    assert_eq!(rest["messages"][0]["room"], Value::Null);
-    assert_eq!(rest["messages"][1]["room"], r1);
+    assert_eq!(rest["messages"][0]["room"], r1);
+    assert_eq!(rest["messages"][1]["room"], r2);
+    assert_eq!(rest["messages"][2]["room"], Value::Null);
+    assert_eq!(rest["messages"][2]["to"], bob.username.as_str());
 }
 
 #[tokio::test]
