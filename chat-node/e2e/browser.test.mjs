@@ -763,6 +763,15 @@ test("three users on two nodes share a room", async (t) => {
     await pageM.emulateMedia({ colorScheme: "dark" });
     await shot(pageM, "R10-dark-room");
     await pageM.emulateMedia({ colorScheme: "light" });
+  });
+
+  await t.test("R11. the owner leaves: the member left becomes the owner", async () => {
+    if (!(await pageM.locator("#room-panel").isVisible())) await pageM.click("#members-button");
+    await pageO.click("#leave-room-button");
+    await roomButton(pageO, room).waitFor({ state: "detached" });
+    await pageM.locator(`#member-list li.member[data-username="${member}"] .member-note`, { hasText: "owner" }).waitFor();
+    assert.equal(await pageM.locator("#member-list li.member").count(), 1);
+    await pageM.locator("#conversation-presence", { hasText: "1 member" }).waitFor();
     assert.deepEqual(pageErrors, [], "no uncaught errors in the pages");
   });
 });
