@@ -630,6 +630,23 @@ test("three users on two nodes share a room", async (t) => {
     }
   });
 
+  await t.test("R5b. a room open in a hidden tab counts as unread until the tab is shown", async () => {
+    const setVisibility = (page, state) => page.evaluate((value) => {
+      Object.defineProperty(document, "visibilityState", { configurable: true, get: () => value });
+      document.dispatchEvent(new Event("visibilitychange"));
+    }, state);
+    await setVisibility(pageK, "hidden");
+    const text = `While ${third} looked away ${hex(2)}`;
+    await sendMessage(pageO, text);
+    said.push(text);
+    await messagesWithText(pageK, text).waitFor();
+    await waitRoomBadge(pageK, room, "1");
+    await waitRoomBadge(pageK2, room, "1");
+    await setVisibility(pageK, "visible");
+    await waitRoomBadge(pageK, room, "");
+    await waitRoomBadge(pageK2, room, "");
+  });
+
   await t.test("R6. the typing line names who is typing, several in a room", async () => {
     const notice = pageO.locator("#typing-indicator");
     await pageM.locator("#message-input").pressSequentially("Pasta", { delay: 60 });
