@@ -36,6 +36,15 @@ pub enum ErrorCode {
     EmptyMessage,
     MessageTooLong,
     UnknownUser,
+    /// The room does not exist or the user is not a member: the two are not told apart.
+    NotAMember,
+    /// Only a room's owner removes others.
+    Forbidden,
+    /// The room would pass its most members.
+    RoomFull,
+    InvalidRoomName,
+    /// A user would belong to more rooms than a node allows (docs/protocol.md).
+    TooManyRooms,
     RateLimited,
     /// A request body with a `Content-Encoding` other than `identity`: never inflated.
     UnsupportedEncoding,

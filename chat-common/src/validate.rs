@@ -9,6 +9,7 @@ pub const PASSWORD_MIN_BYTES: usize = 8;
 pub const PASSWORD_MAX_BYTES: usize = 72;
 pub const MESSAGE_MAX_CHARS: usize = 4000;
 pub const CLIENT_ID_MAX_CHARS: usize = 64;
+pub const ROOM_NAME_MAX_CHARS: usize = 64;
 
 pub fn is_username_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
@@ -69,6 +70,17 @@ pub fn client_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A room name: 1 to 64 characters, not blank.
+pub fn room_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > ROOM_NAME_MAX_CHARS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRoomName,
+            format!("a room name has 1 to {ROOM_NAME_MAX_CHARS} characters and is not blank"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +132,18 @@ mod tests {
         assert_eq!(
             code(message_text(&"a".repeat(4001))),
             Some(ErrorCode::MessageTooLong)
+        );
+    }
+
+    #[test]
+    fn room_names_are_short_and_not_blank() {
+        assert_eq!(code(room_name("team")), None);
+        assert_eq!(code(room_name(&"é".repeat(64))), None);
+        assert_eq!(code(room_name("")), Some(ErrorCode::InvalidRoomName));
+        assert_eq!(code(room_name(" \t")), Some(ErrorCode::InvalidRoomName));
+        assert_eq!(
+            code(room_name(&"a".repeat(65))),
+            Some(ErrorCode::InvalidRoomName)
         );
     }
 

@@ -90,19 +90,35 @@ fn valid_frame() -> impl Strategy<Value = ClientFrame> {
             proptest::option::of(1..=HISTORY_MAX_LIMIT)
         )
             .prop_map(|(peer, before, limit)| ClientFrame::ChatHistory {
-                peer,
+                peer: Some(peer),
+                room: None,
                 before,
                 limit
             }),
         (peer, message_text(), proptest::option::of(client_id())).prop_map(
             |(peer, text, client_id)| ClientFrame::ChatMessage {
-                peer,
+                peer: Some(peer),
+                room: None,
                 text,
                 client_id
             }
         ),
-        peer.prop_map(|peer| ClientFrame::Typing { peer }),
-        peer.prop_map(|peer| ClientFrame::DoneTyping { peer }),
+        peer.prop_map(|peer| ClientFrame::Typing {
+            peer: Some(peer),
+            room: None
+        }),
+        peer.prop_map(|peer| ClientFrame::DoneTyping {
+            peer: Some(peer),
+            room: None
+        }),
+        (id(), message_text(), proptest::option::of(client_id())).prop_map(
+            |(room, text, client_id)| ClientFrame::ChatMessage {
+                peer: None,
+                room: Some(room.get()),
+                text,
+                client_id
+            }
+        ),
         (id(), proptest::option::of(1..=SYNC_MAX_LIMIT))
             .prop_map(|(after, limit)| ClientFrame::Sync { after, limit }),
     ]

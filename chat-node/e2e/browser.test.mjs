@@ -1,6 +1,7 @@
-// Browser end-to-end test: two chat nodes on one database and Redis prefix, two users in
-// two browser contexts (user A on node 1, user B on node 2), everything asserted through
-// the DOM of the shipped client.
+// Browser end-to-end test: two chat nodes on one database and Redis prefix, everything
+// asserted through the DOM of the shipped client. First two users in two browser contexts
+// (user A on node 1, user B on node 2) chat one-to-one; then three users on the two nodes
+// share a room: create it, chat, see who types and the unread counts, one leaves.
 //
 // Run: CHAT_NODE_BIN=/path/to/chat-node node --test browser.test.mjs
 // Needs MariaDB (root, no password) on 127.0.0.1:3306, Redis on 127.0.0.1:6379 and
@@ -184,11 +185,41 @@ async function register(page, username, password) {
   assert.equal(await page.textContent("#me"), username);
 }
 
+async function login(page, username, password) {
+  await page.locator("#auth-view").waitFor();
+  await page.fill("#username", username);
+  await page.fill("#password", password);
+  await page.click("#login-button");
+  await page.locator("#chat-view").waitFor();
+}
+
 /** Sends through the composer and waits until the server acknowledged it (not pending). */
 async function sendMessage(page, text) {
   await page.fill("#message-input", text);
   await page.press("#message-input", "Enter");
   await messagesWithText(page, text).and(page.locator("li.message[data-id]:not(.pending)")).first().waitFor();
+}
+
+function roomButton(page, name) {
+  return page.locator(`#room-list button[data-name="${name}"]`);
+}
+
+async function openRoom(page, name) {
+  await roomButton(page, name).click();
+  await waitUntil(page, (title) => document.querySelector("#conversation-title")?.textContent === title, name);
+  await page.locator("#history-status", { hasText: "Loading" }).waitFor({ state: "hidden" });
+}
+
+/** The room's unread badge in the room list: its number, or "" when hidden. */
+async function roomBadge(page, name) {
+  const badge = roomButton(page, name).locator(".unread-badge");
+  return (await badge.isVisible()) ? (await badge.textContent()).trim() : "";
+}
+
+async function waitRoomBadge(page, name, text, timeout = STEP_TIMEOUT_MS) {
+  const badge = roomButton(page, name).locator(".unread-badge");
+  if (text === "") await badge.waitFor({ state: "hidden", timeout });
+  else await badge.filter({ hasText: new RegExp(`^${text}$`) }).waitFor({ timeout });
 }
 
 async function openConversation(page, peer) {
@@ -222,6 +253,16 @@ after(async () => {
     await Promise.all(Object.values(nodes).map((node) => killNode(node)));
     for (const node of Object.values(nodes)) node.log.end();
     cleanupStores();
+  }
+});
+
+test("the client's modules typecheck (checkJs, strict: static/jsconfig.json)", () => {
+  const tsc = path.join(HERE, "node_modules", "typescript", "bin", "tsc");
+  const project = path.join(HERE, "..", "static", "jsconfig.json");
+  try {
+    execFileSync(process.execPath, [tsc, "-p", project], { encoding: "utf8", stdio: "pipe" });
+  } catch (error) {
+    assert.fail(`tsc found errors:\n${error.stdout}${error.stderr}`);
   }
 });
 
@@ -331,6 +372,9 @@ test("two users chat through two nodes in real browsers", async (t) => {
       conversation.push(text);
     }
     await messagesWithText(pageB, "Message number 24").waitFor();
+    // B read all 24 on screen; its client sends markRead at most once a second, so let the
+    // last one go out before the reload (the one sent as the page unloads may be lost).
+    await sleep(1500);
 
     // Unread badge: B has no conversation open while A writes the 25th.
     await pageB.reload();
@@ -467,6 +511,284 @@ test("two users chat through two nodes in real browsers", async (t) => {
     await userButton(pageA, userB).and(pageA.locator('[data-online="false"]')).waitFor({ timeout: 35_000 });
     await pageB.reload();
     await pageB.locator("#auth-view").waitFor();
+    assert.deepEqual(pageErrors, [], "no uncaught errors in the pages");
+  });
+});
+
+test("three users on two nodes share a room", async (t) => {
+  const password = `pw-${hex(6)}`;
+  const owner = `olga_${hex(3)}`; // node a
+  const member = `max_${hex(3)}`; // node b
+  const third = `kim_${hex(3)}`; // node b, and a second device on node a
+  const room = `Lunch crew ${hex(2)}`;
+  const said = []; // every text of the room, in the order it was stored
+  let pageO;
+  let pageM;
+  let pageK;
+  let pageK2;
+
+  await t.test("R1. three users register on two nodes and see each other", async () => {
+    pageO = await newUserPage(nodes.a.url);
+    pageM = await newUserPage(nodes.b.url);
+    pageK = await newUserPage(nodes.b.url);
+    await register(pageO, owner, password);
+    await register(pageM, member, password);
+    await register(pageK, third, password);
+    for (const [page, others] of [[pageO, [member, third]], [pageM, [owner, third]], [pageK, [owner, member]]]) {
+      for (const other of others) await userButton(page, other).and(page.locator('[data-online="true"]')).waitFor();
+      await page.locator("#room-list-empty").waitFor(); // "No rooms yet."
+    }
+  });
+
+  await t.test("R2. the owner creates the room with the keyboard only; all three see it", async () => {
+    await pageO.locator("#new-room-button").focus();
+    await pageO.keyboard.press("Enter");
+    await pageO.locator("#room-dialog[open]").waitFor();
+    assert.equal(await pageO.evaluate(() => document.activeElement?.id), "room-name", "focus starts in the name field");
+
+    // A blank name is refused in the dialog, nothing is sent.
+    await pageO.keyboard.press("Enter");
+    await pageO.locator("#room-form-error").filter({ hasText: /\S/ }).waitFor();
+
+    await pageO.keyboard.type(room);
+    for (const [index, name] of [member, third].entries()) {
+      // Tab to the filter (Shift+Tab back to it from a box), narrow the list to one person,
+      // Tab to their box, Space ticks it.
+      await pageO.keyboard.press(index === 0 ? "Tab" : "Shift+Tab");
+      assert.equal(await pageO.evaluate(() => document.activeElement?.id), "member-filter");
+      await pageO.keyboard.press("Control+A");
+      await pageO.keyboard.type(name);
+      await pageO.keyboard.press("Tab");
+      assert.equal(await pageO.evaluate(() => document.activeElement?.getAttribute("value")), name);
+      await pageO.keyboard.press("Space");
+    }
+    await shot(pageO, "R2-create-room-dialog");
+    await pageO.keyboard.press("Tab");
+    assert.equal(await pageO.evaluate(() => document.activeElement?.id), "room-submit");
+    await pageO.keyboard.press("Enter");
+
+    // The creator lands in the new room, composer focused.
+    await pageO.locator("#room-dialog[open]").waitFor({ state: "detached" });
+    await waitUntil(pageO, (title) => document.querySelector("#conversation-title")?.textContent === title, room);
+    assert.equal(await pageO.evaluate(() => document.activeElement?.id), "message-input");
+    await pageO.locator("#conversation-presence", { hasText: "3 members" }).waitFor();
+    for (const page of [pageM, pageK]) {
+      await roomButton(page, room).waitFor();
+      await roomButton(page, room).locator(".room-status", { hasText: "3 members" }).waitFor();
+    }
+  });
+
+  await t.test("R3. messages reach every member on both nodes with the sender's name; unread counts", async () => {
+    await openRoom(pageM, room);
+    const first = `Hello ${member} and ${third}, this is ${owner} on node a`;
+    await sendMessage(pageO, first);
+    said.push(first);
+    await messagesWithText(pageM, first).waitFor();
+    assert.equal(await messagesWithText(pageM, first).locator(".message-from").textContent(), owner,
+      "a room message shows who sent it");
+    assert.equal(await messagesWithText(pageM, first).locator(".message-from").isVisible(), true);
+    assert.equal(await messagesWithText(pageO, first).locator(".message-from").isVisible(), false,
+      "no name over one's own messages");
+    await waitRoomBadge(pageK, room, "1");
+
+    const second = `Hi all, ${member} here on node b`;
+    await sendMessage(pageM, second);
+    said.push(second);
+    await messagesWithText(pageO, second).waitFor();
+    assert.equal(await messagesWithText(pageO, second).locator(".message-from").textContent(), member);
+    await waitRoomBadge(pageK, room, "2");
+    assert.equal(await roomBadge(pageM, room), "", "no badge on the room that is open");
+    assert.equal(await roomBadge(pageO, room), "");
+    assert.match(await pageK.title(), /^\(2\) /, "the page title counts unread room messages");
+  });
+
+  await t.test("R4. unread counts come from the node: a second device of the third user sees them", async () => {
+    pageK2 = await newUserPage(nodes.a.url);
+    await login(pageK2, third, password);
+    await waitRoomBadge(pageK2, room, "2");
+  });
+
+  await t.test("R5. reading on one device clears the count on the other", async () => {
+    await openRoom(pageK, room);
+    await waitRoomBadge(pageK, room, "");
+    assert.deepEqual(await messageTexts(pageK), said);
+    await waitRoomBadge(pageK2, room, "");
+    // And it stays read after a reload: the node stored it.
+    await pageK2.reload();
+    await pageK2.locator("#chat-view").waitFor();
+    await roomButton(pageK2, room).waitFor();
+    await sleep(500);
+    assert.equal(await roomBadge(pageK2, room), "", "read state survives a reload");
+
+    // The third member answers from node b; the second device, on node a, shows it too.
+    const fromThird = "Count me in. 12:30 at the usual place?";
+    await sendMessage(pageK, fromThird);
+    said.push(fromThird);
+    for (const page of [pageO, pageM]) {
+      await messagesWithText(page, fromThird).waitFor();
+      assert.equal(await messagesWithText(page, fromThird).locator(".message-from").textContent(), third);
+    }
+  });
+
+  await t.test("R5b. a room open in a hidden tab counts as unread until the tab is shown", async () => {
+    const setVisibility = (page, state) => page.evaluate((value) => {
+      Object.defineProperty(document, "visibilityState", { configurable: true, get: () => value });
+      document.dispatchEvent(new Event("visibilitychange"));
+    }, state);
+    await setVisibility(pageK, "hidden");
+    const text = `While ${third} looked away ${hex(2)}`;
+    await sendMessage(pageO, text);
+    said.push(text);
+    await messagesWithText(pageK, text).waitFor();
+    await waitRoomBadge(pageK, room, "1");
+    await waitRoomBadge(pageK2, room, "1");
+    await setVisibility(pageK, "visible");
+    await waitRoomBadge(pageK, room, "");
+    await waitRoomBadge(pageK2, room, "");
+  });
+
+  await t.test("R6. the typing line names who is typing, several in a room", async () => {
+    const notice = pageO.locator("#typing-indicator");
+    await pageM.locator("#message-input").pressSequentially("Pasta", { delay: 60 });
+    await notice.filter({ hasText: `${member} is typing…` }).waitFor();
+    await pageK.locator("#message-input").pressSequentially("Sushi", { delay: 60 });
+    await waitUntil(pageO, ([a, b]) => {
+      const text = document.querySelector("#typing-indicator").textContent;
+      return text.includes(a) && text.includes(b) && text.endsWith("are typing…");
+    }, [member, third], 3000);
+    await shot(pageO, "R6-two-typing"); // docs/screenshot.png, the README's picture
+    // Nobody sees themself typing.
+    assert.equal(await pageM.locator("#typing-indicator").textContent(), `${third} is typing…`);
+    // 2 s without a key press: both send doneTyping and the line empties.
+    await waitUntil(pageO, () => document.querySelector("#typing-indicator").textContent === "", null, 5000);
+
+    // A `typing` whose `doneTyping` never comes (a lost frame, a dead node) expires 5 s
+    // after it arrived: sent here from a second socket of the member, outside the client.
+    const roomId = Number(await roomButton(pageM, room).getAttribute("data-room-id"));
+    await pageM.evaluate((id) => new Promise((resolve, reject) => {
+      const socket = new WebSocket(`${location.origin.replace(/^http/, "ws")}/ws`);
+      socket.onopen = () => {
+        socket.send(JSON.stringify({ type: "typing", room: id }));
+        window.rawSocket = socket;
+        resolve();
+      };
+      socket.onerror = () => reject(new Error("raw socket failed"));
+    }), roomId);
+    await notice.filter({ hasText: `${member} is typing…` }).waitFor({ timeout: 3000 });
+    const shownAt = Date.now();
+    await waitUntil(pageO, () => document.querySelector("#typing-indicator").textContent === "", null, 8000);
+    const shownFor = Date.now() - shownAt;
+    assert.ok(shownFor > 3500 && shownFor < 7000, `"is typing…" without doneTyping lasted ${shownFor} ms, expected about 5 s`);
+    await pageM.evaluate(() => window.rawSocket.close());
+  });
+
+  await t.test("R7. the room survives node b dying: its members sync what they missed, once", async () => {
+    const status = pageM.locator("#connection-status");
+    await killNode(nodes.b, "SIGKILL");
+    await status.filter({ hasText: "reconnecting…" }).waitFor();
+    const restart = (async () => {
+      await sleep(1500);
+      await waitReady(startNode("b", nodes.b.port));
+    })();
+    const meanwhile = [`While b was down, room ${hex(2)}`, `Still down, room ${hex(2)}`];
+    for (const text of meanwhile) {
+      await sendMessage(pageO, text);
+      said.push(text);
+    }
+    await restart;
+    await status.waitFor({ state: "hidden", timeout: RECONNECT_TIMEOUT_MS });
+    await pageK.locator("#connection-status").waitFor({ state: "hidden", timeout: RECONNECT_TIMEOUT_MS });
+    for (const page of [pageM, pageK]) {
+      for (const text of meanwhile) await messagesWithText(page, text).first().waitFor();
+    }
+    await sleep(1000);
+    for (const page of [pageM, pageK]) {
+      assert.deepEqual(await messageTexts(page), said, "every room message once, in order");
+    }
+  });
+
+  await t.test("R8. the member panel: the owner sees three members; one leaves", async () => {
+    await pageO.click("#members-button");
+    await pageO.locator("#room-panel").waitFor();
+    assert.equal(await pageO.getAttribute("#members-button", "aria-expanded"), "true");
+    await waitUntil(pageO, () => document.querySelectorAll("#member-list li.member").length === 3);
+    // The owner may remove the others, not themself; a member sees no Remove buttons.
+    assert.equal(await pageO.locator("#member-list [data-testid=remove-member]").count(), 2);
+    await pageM.click("#members-button");
+    await waitUntil(pageM, () => document.querySelectorAll("#member-list li.member").length === 3);
+    assert.equal(await pageM.locator("#member-list [data-testid=remove-member]").count(), 0);
+    await shot(pageO, "R8-members");
+
+    await pageM.click("#leave-room-button");
+    await roomButton(pageM, room).waitFor({ state: "detached" });
+    await waitUntil(pageM, () => document.querySelector("#conversation-title")?.textContent === "Pick someone to chat with");
+    assert.equal(await pageM.locator("#message-input").isDisabled(), true);
+    assert.equal(await pageM.evaluate(() => document.activeElement?.id), "new-room-button",
+      "focus goes to the room list, not lost with the panel");
+    await pageO.locator("#conversation-presence", { hasText: "2 members" }).waitFor();
+    await waitUntil(pageO, () => document.querySelectorAll("#member-list li.member").length === 2);
+    await roomButton(pageK, room).locator(".room-status", { hasText: "2 members" }).waitFor();
+
+    // Nothing more of the room reaches the one who left.
+    const after = `After ${member} left ${hex(2)}`;
+    await sendMessage(pageO, after);
+    said.push(after);
+    await messagesWithText(pageK, after).waitFor();
+    await sleep(500);
+    assert.equal(await roomButton(pageM, room).count(), 0);
+    assert.equal(await messagesWithText(pageM, after).count(), 0);
+  });
+
+  await t.test("R9. the owner adds the leaver back (who sees the whole history) and removes the third", async () => {
+    await pageO.click("#add-members-button");
+    await pageO.locator("#room-dialog[open]").waitFor();
+    assert.equal(await pageO.locator("#member-choices li:not([hidden])", { hasText: third }).count(), 0,
+      "members are not offered again");
+    await pageO.locator(`#member-choices input[value="${member}"]`).check();
+    await pageO.click("#room-submit");
+    await pageO.locator("#room-dialog[open]").waitFor({ state: "detached" });
+    await pageO.locator("#conversation-presence", { hasText: "3 members" }).waitFor();
+    await openRoom(pageM, room);
+    assert.deepEqual(await messageTexts(pageM), said.slice(-10), "a new member reads the room's history");
+
+    // The owner's Remove, by keyboard.
+    await pageO.locator(`#member-list li.member[data-username="${third}"] [data-testid=remove-member]`).focus();
+    await pageO.keyboard.press("Enter");
+    for (const page of [pageK, pageK2]) await roomButton(page, room).waitFor({ state: "detached" });
+    await pageK.locator("#toast", { hasText: room }).waitFor();
+    await pageO.locator("#conversation-presence", { hasText: "2 members" }).waitFor();
+    await shot(pageO, "R9-room-owner");
+  });
+
+  await t.test("R10. at phone width rooms and people are strips above the room", async () => {
+    await pageO.setViewportSize({ width: 390, height: 760 });
+    const sidebar = await pageO.locator(".sidebar").boundingBox();
+    const conversationBox = await pageO.locator("#conversation").boundingBox();
+    assert.ok(sidebar.y + sidebar.height <= conversationBox.y + 1, "stacked, not side by side");
+    const rooms = await pageO.locator(".rooms-section").boundingBox();
+    assert.ok(rooms.height < 120, `the room strip stays short (${rooms.height}px)`);
+    const overflow = await pageO.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.equal(overflow, 0, "no horizontal scrolling of the page");
+    await shot(pageO, "R10-phone-room");
+    await pageO.click("#add-members-button");
+    const dialogBox = await pageO.locator("#room-dialog").boundingBox();
+    assert.ok(dialogBox.x >= 0 && dialogBox.x + dialogBox.width <= 390, "the dialog fits the screen");
+    await shot(pageO, "R10-phone-dialog");
+    await pageO.keyboard.press("Escape");
+    await pageO.locator("#room-dialog[open]").waitFor({ state: "detached" });
+    await pageO.setViewportSize({ width: 1100, height: 720 });
+    await pageM.emulateMedia({ colorScheme: "dark" });
+    await shot(pageM, "R10-dark-room");
+    await pageM.emulateMedia({ colorScheme: "light" });
+  });
+
+  await t.test("R11. the owner leaves: the member left becomes the owner", async () => {
+    if (!(await pageM.locator("#room-panel").isVisible())) await pageM.click("#members-button");
+    await pageO.click("#leave-room-button");
+    await roomButton(pageO, room).waitFor({ state: "detached" });
+    await pageM.locator(`#member-list li.member[data-username="${member}"] .member-note`, { hasText: "owner" }).waitFor();
+    assert.equal(await pageM.locator("#member-list li.member").count(), 1);
+    await pageM.locator("#conversation-presence", { hasText: "1 member" }).waitFor();
     assert.deepEqual(pageErrors, [], "no uncaught errors in the pages");
   });
 });

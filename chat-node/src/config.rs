@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
+use crate::storage::rooms::RoomLimits;
 use crate::storage::writer::WriterConfig;
 
 /// A development session key, used only with `--dev`: good enough for a laptop,
@@ -162,6 +163,18 @@ pub struct Config {
     /// WebSocket upgrades a node admits at once above the sustained rate.
     #[arg(long, env = "CHAT_WS_ADMIT_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_admit_burst: u32,
+    // Rooms: what one room and one user may grow to.
+    /// Members a room may have, its owner included (at most PROTOCOL.md's 1000); past it
+    /// `createRoom` and `addMembers` answer `room_full`.
+    #[arg(long, env = "CHAT_ROOM_MAX_MEMBERS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub room_max_members: u64,
+    /// Rooms one user may belong to; bounds what `sync` and a connect read per user.
+    #[arg(long, env = "CHAT_ROOMS_PER_USER", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub rooms_per_user: u64,
+    /// Rooms one user may create per minute, across the cluster; past it `createRoom`
+    /// answers `rate_limited`.
+    #[arg(long, env = "CHAT_ROOM_CREATIONS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub room_creations_per_minute: u32,
 }
 
 /// An address or a CIDR block; an address alone is a block of one.
@@ -173,6 +186,13 @@ fn proxy(s: &str) -> Result<IpNet, String> {
 }
 
 impl Config {
+    pub fn room_limits(&self) -> RoomLimits {
+        RoomLimits {
+            max_members: usize::try_from(self.room_max_members).unwrap_or(1000),
+            rooms_per_user: usize::try_from(self.rooms_per_user).unwrap_or(500),
+        }
+    }
+
     pub fn writer(&self) -> WriterConfig {
         WriterConfig {
             max_batch: usize::from(self.writer_max_batch),

@@ -16,6 +16,7 @@ use chat_common::ErrorCode;
 
 use crate::bus::publish::PublishError;
 use crate::redis_store::RedisError;
+use crate::storage::rooms::RoomError;
 use crate::storage::writer::WriteError;
 use crate::storage::StoreError;
 
@@ -46,6 +47,23 @@ impl From<serde_json::Error> for AppError {
     }
 }
 
+impl From<RoomError> for AppError {
+    fn from(e: RoomError) -> Self {
+        let message = e.to_string();
+        match e {
+            RoomError::NotAMember | RoomError::NotMember(_) => {
+                Self::client(ErrorCode::NotAMember, message)
+            }
+            RoomError::Forbidden => Self::client(ErrorCode::Forbidden, message),
+            RoomError::RoomFull(_) => Self::client(ErrorCode::RoomFull, message),
+            RoomError::TooManyRooms(_) => Self::client(ErrorCode::TooManyRooms, message),
+            RoomError::NotPublished => Self::Redis(RedisError::Pool(message)),
+            RoomError::Busy => Self::Store(StoreError::Write(message)),
+            RoomError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 impl From<WriteError> for AppError {
     fn from(e: WriteError) -> Self {
         match e {
@@ -53,6 +71,9 @@ impl From<WriteError> for AppError {
                 ErrorCode::BadRequest,
                 "this clientId was already used in another conversation",
             ),
+            WriteError::NotAMember => {
+                Self::client(ErrorCode::NotAMember, "no such room among yours")
+            }
             WriteError::Store(e) => Self::Store(e),
             WriteError::Stopped => Self::Store(StoreError::Write("the writer has stopped".into())),
             WriteError::NotPublished => Self::Redis(RedisError::Pool(
@@ -117,7 +138,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
         InvalidBody | InvalidUsername | InvalidPassword | InvalidQuery | BadRequest
-        | EmptyMessage | MessageTooLong => StatusCode::BAD_REQUEST,
+        | EmptyMessage | MessageTooLong | InvalidRoomName => StatusCode::BAD_REQUEST,
+        Forbidden | NotAMember => StatusCode::FORBIDDEN,
+        RoomFull | TooManyRooms => StatusCode::CONFLICT,
         UsernameTaken => StatusCode::CONFLICT,
         InvalidCredentials | Unauthenticated => StatusCode::UNAUTHORIZED,
         OriginNotAllowed => StatusCode::FORBIDDEN,

@@ -137,6 +137,11 @@ impl Keys {
     pub fn address_registrations(&self, address: &str) -> String {
         format!("{}:registrations:addr:{address}", self.prefix)
     }
+
+    /// Rooms a user created in the current minute.
+    pub fn room_creations(&self, user_id: i64) -> String {
+        format!("{}:room-creations:user:{user_id}", self.prefix)
+    }
 }
 
 #[derive(Clone)]

@@ -92,6 +92,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         ws_rate: config.ws_rate,
         ws_burst: config.ws_burst,
         allowed_origins: config.allowed_origins(),
+        rooms: config.room_limits(),
+        room_creations_per_minute: config.room_creations_per_minute,
     };
     let publisher = Publisher::new(redis.clone(), metrics.clone());
     let writer = Writer::start(

@@ -14,6 +14,7 @@ use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::redis_store::Redis;
+use crate::storage::rooms::RoomLimits;
 use crate::storage::users::User;
 use crate::storage::writer::Writer;
 use crate::storage::Db;
@@ -30,6 +31,8 @@ pub struct Limits {
     pub ws_rate: u32,
     pub ws_burst: u32,
     pub allowed_origins: Vec<String>,
+    pub rooms: RoomLimits,
+    pub room_creations_per_minute: u32,
 }
 
 /// Users are never renamed or deleted, so a found user may be cached for good; the cap

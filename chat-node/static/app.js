@@ -5,7 +5,7 @@
 //   state.js     what the client knows; no DOM
 //   api.js       HTTP calls
 //   socket.js    the WebSocket: reconnect with backoff, sync
-//   chat.js      conversations: frames from the node, actions of the user
+//   chat.js      conversations and rooms: frames from the node, actions of the user
 //   session.js   login, register, logout
 //   render.js    the page: the only module that touches the DOM
 //   input.js     which user intent starts which action

@@ -5,7 +5,10 @@
 import * as render from "./render.js";
 import * as socket from "./socket.js";
 import { submitAuth, logout } from "./session.js";
-import { openConversation, loadOlder, composerInput, sendMessage } from "./chat.js";
+import {
+  openPeer, openRoom, loadOlder, composerInput, sendMessage, pageShown, pageHidden, startCreateRoom,
+  startAddMembers, submitRoomDialog, removeMember, leaveRoom, toggleRoomPanel,
+} from "./chat.js";
 
 export function wireInput() {
   render.onLogin(() => submitAuth("login"));
@@ -14,7 +17,18 @@ export function wireInput() {
   render.onSend(sendMessage);
   render.onComposerInput(composerInput);
   render.onWantOlder(loadOlder);
-  render.onPickUser(openConversation);
+  render.onPickUser(openPeer);
+  render.onPickRoom(openRoom);
+  render.onNewRoom(startCreateRoom);
+  render.onSubmitRoomDialog(submitRoomDialog);
+  render.onToggleRoomPanel(toggleRoomPanel);
+  render.onAddMembers(startAddMembers);
+  render.onLeaveRoom(leaveRoom);
+  render.onRemoveMember(removeMember);
   render.onBackOnline(socket.reconnectNow);
-  render.onPageShown(socket.resume);
+  render.onPageHidden(pageHidden);
+  render.onPageShown(() => {
+    socket.resume();
+    pageShown();
+  });
 }

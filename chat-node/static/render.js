@@ -5,11 +5,12 @@
 //
 // All user-provided text goes into the DOM through textContent, never innerHTML.
 
-import { state, conversation } from "./state.js";
+import { state, conversation, openConversation, peerKey, roomKey, typingIn } from "./state.js";
 
 /** @typedef {import('./protocol.js').Message} Message */
 /** @typedef {import('./protocol.js').Credentials} Credentials */
 /** @typedef {import('./state.js').User} User */
+/** @typedef {import('./state.js').RoomInfo} RoomInfo */
 
 /**
  * A pending message has no id yet and shows the time it was written.
@@ -22,6 +23,7 @@ import { state, conversation } from "./state.js";
  * @property {ShownMessage} message
  * @property {boolean} pending
  * @property {string | null} [failed]
+ * @property {boolean} [showFrom] the sender's name above the text: in a room, when the sender changes
  */
 
 /**
@@ -64,8 +66,39 @@ const el = {
   chatView: $("chat-view"),
   userList: $("user-list"),
   userListEmpty: $("user-list-empty"),
+  roomList: $("room-list"),
+  roomListEmpty: $("room-list-empty"),
+  /** @type {HTMLButtonElement} */
+  newRoomButton: $("new-room-button"),
   conversationTitle: $("conversation-title"),
   conversationPresence: $("conversation-presence"),
+  /** @type {HTMLButtonElement} */
+  membersButton: $("members-button"),
+  roomPanel: $("room-panel"),
+  roomPanelTitle: $("room-panel-title"),
+  memberList: $("member-list"),
+  /** @type {HTMLButtonElement} */
+  addMembersButton: $("add-members-button"),
+  /** @type {HTMLButtonElement} */
+  leaveRoomButton: $("leave-room-button"),
+  /** @type {HTMLDialogElement} */
+  roomDialog: $("room-dialog"),
+  /** @type {HTMLFormElement} */
+  roomForm: $("room-form"),
+  roomDialogTitle: $("room-dialog-title"),
+  roomNameField: $("room-name-field"),
+  /** @type {HTMLInputElement} */
+  roomName: $("room-name"),
+  /** @type {HTMLInputElement} */
+  memberFilter: $("member-filter"),
+  memberChoices: $("member-choices"),
+  memberChoicesEmpty: $("member-choices-empty"),
+  memberPicked: $("member-picked"),
+  roomFormError: $("room-form-error"),
+  /** @type {HTMLButtonElement} */
+  roomSubmit: $("room-submit"),
+  /** @type {HTMLButtonElement} */
+  roomCancel: $("room-cancel"),
   scroller: $("messages-scroller"),
   /** @type {HTMLButtonElement} */
   loadOlder: $("load-older"),
@@ -176,6 +209,12 @@ export function focusFirstUser() {
 /** Empties the chat view after logout. */
 export function resetChat() {
   el.userList.replaceChildren();
+  el.roomList.replaceChildren();
+  el.memberList.replaceChildren();
+  closeRoomDialog();
+  roomPanelOpen = false;
+  el.roomPanel.hidden = true;
+  el.membersButton.hidden = true;
   el.messages.replaceChildren();
   el.chatView.classList.remove("has-conversation");
   el.input.value = "";
@@ -242,10 +281,15 @@ export function setLogoutBusy(busy) {
 // People
 
 /** @param {string} name */
-function avatarColor(name) {
+function nameHue(name) {
   let hash = 0;
   for (const ch of name) hash = (hash * 31 + /** @type {number} */ (ch.codePointAt(0))) >>> 0;
-  return `hsl(${hash % 360} 55% 45%)`;
+  return hash % 360;
+}
+
+/** @param {string} name */
+function avatarColor(name) {
+  return `hsl(${nameHue(name)} 55% 45%)`;
 }
 
 export function renderUsers() {
@@ -266,8 +310,23 @@ export function renderUsers() {
   });
   for (const stale of existing.values()) stale.remove();
   el.userListEmpty.hidden = users.length > 0;
+  updateTitle();
+}
 
-  const unread = users.reduce((sum, user) => sum + user.unread, 0);
+/**
+ * The node's counts stop at 100: show "99+" beyond 99.
+ * @param {number} unread
+ */
+function badgeText(unread) {
+  if (unread <= 0) return "";
+  return unread > 99 ? "99+" : String(unread);
+}
+
+/** The page title counts every unread message, people and rooms. */
+function updateTitle() {
+  let unread = 0;
+  for (const user of state.users.values()) unread += user.unread;
+  for (const room of state.rooms.values()) unread += room.unread;
   document.title = unread > 0 ? `(${unread}) Chat` : "Chat";
 }
 
@@ -296,42 +355,280 @@ function updateUserItem(item, user) {
   const button = /** @type {HTMLElement} */ (item.firstElementChild);
   const online = user.online ? "true" : "false";
   if (button.dataset.online !== online) button.dataset.online = online;
-  button.classList.toggle("active", user.username === state.openPeer);
-  if (user.username === state.openPeer) button.setAttribute("aria-current", "true");
+  const open = peerKey(user.username) === state.openKey;
+  button.classList.toggle("active", open);
+  if (open) button.setAttribute("aria-current", "true");
   else button.removeAttribute("aria-current");
   /** @type {HTMLElement} */ (button.querySelector(".user-status")).textContent = user.online ? "online" : "offline";
   const badge = /** @type {HTMLElement} */ (button.querySelector(".unread-badge"));
-  badge.textContent = user.unread > 0 ? String(user.unread) : "";
+  badge.textContent = badgeText(user.unread);
   badge.hidden = user.unread === 0;
   const parts = [user.username, user.online ? "online" : "offline"];
-  if (user.unread > 0) parts.push(`${user.unread} unread`);
+  if (user.unread > 0) parts.push(`${badgeText(user.unread)} unread`);
   button.setAttribute("aria-label", parts.join(", "));
+}
+
+// ---------------------------------------------------------------------------
+// Rooms
+
+export function renderRooms() {
+  const rooms = [...state.rooms.values()].sort((a, b) =>
+    a.name.localeCompare(b.name, undefined, { sensitivity: "base" }) || a.id - b.id);
+  /** @type {Map<string | undefined, HTMLElement>} */
+  const existing = new Map();
+  for (const item of /** @type {HTMLCollectionOf<HTMLElement>} */ (el.roomList.children)) {
+    existing.set(item.dataset.roomId, item);
+  }
+  rooms.forEach((room, index) => {
+    let item = existing.get(String(room.id));
+    existing.delete(String(room.id));
+    if (!item) item = createRoomItem(room.id);
+    updateRoomItem(item, room);
+    if (el.roomList.children[index] !== item) el.roomList.insertBefore(item, el.roomList.children[index] ?? null);
+  });
+  for (const stale of existing.values()) stale.remove();
+  el.roomListEmpty.hidden = rooms.length > 0;
+  updateTitle();
+}
+
+/** @param {number} id */
+function createRoomItem(id) {
+  const avatar = h("span", { className: "avatar room-avatar", "aria-hidden": "true", text: "#" });
+  const name = h("span", { className: "user-name room-name" });
+  const status = h("span", { className: "user-status room-status" });
+  const badge = h("span", { className: "unread-badge", "data-testid": "unread-badge" });
+  const button = h("button", { type: "button", className: "user-button room-button", "data-testid": "room" },
+    [h("span", { className: "avatar-wrap" }, [avatar]), h("span", { className: "user-text" }, [name, status]), badge]);
+  button.dataset.roomId = String(id);
+  button.addEventListener("click", () => pickRoom(id));
+  const item = h("li", { className: "user-item room-item" }, [button]);
+  item.dataset.roomId = String(id);
+  return item;
+}
+
+/**
+ * @param {HTMLElement} item
+ * @param {RoomInfo} room
+ */
+function updateRoomItem(item, room) {
+  const button = /** @type {HTMLElement} */ (item.firstElementChild);
+  const open = roomKey(room.id) === state.openKey;
+  button.classList.toggle("active", open);
+  if (open) button.setAttribute("aria-current", "true");
+  else button.removeAttribute("aria-current");
+  if (button.dataset.name !== room.name) button.dataset.name = room.name;
+  const avatar = /** @type {HTMLElement} */ (button.querySelector(".avatar"));
+  avatar.style.background = avatarColor(`#${room.id}`);
+  /** @type {HTMLElement} */ (button.querySelector(".room-name")).textContent = room.name;
+  const members = membersText(room.members.length);
+  /** @type {HTMLElement} */ (button.querySelector(".room-status")).textContent = members;
+  const badge = /** @type {HTMLElement} */ (button.querySelector(".unread-badge"));
+  badge.textContent = badgeText(room.unread);
+  badge.hidden = room.unread === 0;
+  const parts = [`Room ${room.name}`, members];
+  if (room.unread > 0) parts.push(`${badgeText(room.unread)} unread`);
+  button.setAttribute("aria-label", parts.join(", "));
+}
+
+/** @param {number} count */
+function membersText(count) {
+  return count === 1 ? "1 member" : `${count} members`;
+}
+
+/** @returns {RoomInfo | null} the room on screen */
+function openRoom() {
+  const room = openConversation()?.target.room;
+  return room != null ? state.rooms.get(room) ?? null : null;
+}
+
+/** Whether the member panel of the open room is shown; the members button toggles it. */
+let roomPanelOpen = false;
+
+export function toggleRoomPanel() {
+  roomPanelOpen = !roomPanelOpen;
+  renderRoomPanel();
+  if (roomPanelOpen) el.roomPanel.focus();
+}
+
+export function renderRoomPanel() {
+  const room = openRoom();
+  el.membersButton.hidden = !room;
+  el.membersButton.setAttribute("aria-expanded", String(Boolean(room) && roomPanelOpen));
+  el.roomPanel.hidden = !room || !roomPanelOpen;
+  if (!room || !roomPanelOpen) return;
+  // Rebuilding the list drops a focused Remove button: keep focus in the panel.
+  const hadFocus = el.memberList.contains(document.activeElement);
+  el.roomPanelTitle.textContent = `Members (${room.members.length})`;
+  const mine = room.owner === state.me;
+  const members = [...room.members].sort((a, b) => {
+    if (a === room.owner) return -1;
+    if (b === room.owner) return 1;
+    return a.localeCompare(b, undefined, { sensitivity: "base" });
+  });
+  el.memberList.replaceChildren(...members.map((name) => {
+    const online = name === state.me || Boolean(state.users.get(name)?.online);
+    const dot = h("span", { className: "member-dot", "aria-hidden": "true" });
+    const label = h("span", { className: "member-name", text: name });
+    const notes = [];
+    if (name === state.me) notes.push("you");
+    if (name === room.owner) notes.push("owner");
+    notes.push(online ? "online" : "offline");
+    const note = h("span", { className: "member-note", text: notes.join(" · ") });
+    const children = [dot, h("span", { className: "member-text" }, [label, note])];
+    if (mine && name !== state.me) {
+      const remove = h("button", {
+        type: "button", className: "button button-quiet button-small member-remove",
+        "data-testid": "remove-member", "aria-label": `Remove ${name} from ${room.name}`, text: "Remove",
+      });
+      remove.addEventListener("click", () => pickRemove(name));
+      children.push(remove);
+    }
+    const item = h("li", { className: "member", "data-testid": "member" }, children);
+    item.dataset.username = name;
+    item.dataset.online = String(online);
+    return item;
+  }));
+  if (hadFocus && !el.roomPanel.contains(document.activeElement)) el.roomPanel.focus();
+}
+
+/** After leaving the room on screen: focus goes to the room list, not lost with the panel. */
+export function focusRooms() {
+  const target = el.roomList.querySelector("button") ?? el.newRoomButton;
+  /** @type {HTMLElement} */ (target).focus();
+}
+
+// ---------------------------------------------------------------------------
+// The room dialog: create a room, or add people to the open one
+
+/** @type {{ mode: "create" | "add", room: number | null }} */
+const dialog = { mode: "create", room: null };
+
+/**
+ * @param {"create" | "add"} mode
+ * @param {number | null} roomId the room to add to
+ */
+export function openRoomDialog(mode, roomId) {
+  dialog.mode = mode;
+  dialog.room = roomId;
+  const room = roomId != null ? state.rooms.get(roomId) : undefined;
+  const exclude = new Set(room?.members ?? []);
+  const people = [...state.users.keys()]
+    .filter((name) => name !== state.me && !exclude.has(name))
+    .sort((a, b) => a.localeCompare(b, undefined, { sensitivity: "base" }));
+  el.roomDialogTitle.textContent = mode === "create" ? "New room" : `Add people to ${room?.name ?? "the room"}`;
+  el.roomNameField.hidden = mode !== "create";
+  el.roomName.value = "";
+  el.roomName.removeAttribute("aria-invalid");
+  el.memberFilter.value = "";
+  el.roomFormError.textContent = "";
+  el.roomSubmit.textContent = mode === "create" ? "Create room" : "Add";
+  setRoomDialogBusy(false);
+  el.memberChoices.replaceChildren(...people.map((name) => {
+    const box = h("input", { type: "checkbox", value: name, "data-testid": "member-choice" });
+    const label = h("label", { className: "choice" }, [box, h("span", { text: name })]);
+    const item = h("li", {}, [label]);
+    item.dataset.username = name;
+    return item;
+  }));
+  el.memberChoicesEmpty.hidden = people.length > 0;
+  renderPicked();
+  if (!el.roomDialog.open) el.roomDialog.showModal();
+  (mode === "create" ? el.roomName : el.memberFilter).focus();
+}
+
+/** @returns {{ mode: "create" | "add", room: number | null, name: string, members: string[] }} */
+export function readRoomDialog() {
+  const boxes = /** @type {NodeListOf<HTMLInputElement>} */ (el.memberChoices.querySelectorAll("input:checked"));
+  return { mode: dialog.mode, room: dialog.room, name: el.roomName.value, members: Array.from(boxes, (box) => box.value) };
+}
+
+/** @param {string} text */
+export function showRoomDialogError(text) {
+  el.roomFormError.textContent = text;
+  if (dialog.mode === "create" && /name/i.test(text)) {
+    el.roomName.setAttribute("aria-invalid", "true");
+    el.roomName.focus();
+  }
+}
+
+/** @param {boolean} busy */
+export function setRoomDialogBusy(busy) {
+  el.roomSubmit.disabled = busy;
+  el.roomForm.setAttribute("aria-busy", String(busy));
+}
+
+export function roomDialogOpen() {
+  return el.roomDialog.open;
+}
+
+export function closeRoomDialog() {
+  if (el.roomDialog.open) el.roomDialog.close();
+}
+
+/** Names who is picked, since the filter can hide a picked box. */
+function renderPicked() {
+  const { members, mode } = readRoomDialog();
+  if (members.length === 0) {
+    el.memberPicked.textContent = mode === "create" ? "Nobody picked yet: you can add people later." : "Nobody picked yet.";
+  } else {
+    el.memberPicked.textContent = `Picked (${members.length}): ${members.join(", ")}`;
+  }
+}
+
+/** Shows only the people whose name contains the filter; picks stay as they are. */
+function filterChoices() {
+  const wanted = el.memberFilter.value.trim().toLowerCase();
+  let shown = 0;
+  for (const item of /** @type {HTMLCollectionOf<HTMLElement>} */ (el.memberChoices.children)) {
+    const match = !wanted || (item.dataset.username ?? "").toLowerCase().includes(wanted);
+    item.hidden = !match;
+    if (match) shown += 1;
+  }
+  el.memberChoicesEmpty.hidden = shown > 0;
 }
 
 // ---------------------------------------------------------------------------
 // The open conversation
 
-/**
- * Opens an empty conversation view; its messages follow with the history.
- * @param {string} peer
- */
-export function showConversation(peer) {
+/** Opens an empty conversation view; its messages follow with the history. */
+export function showConversation() {
   el.messages.replaceChildren();
   el.chatView.classList.add("has-conversation");
   el.input.disabled = false;
   el.sendButton.disabled = false;
-  el.input.placeholder = `Message ${peer}`;
+}
+
+/** No conversation on screen (the open room was left). */
+export function closeConversationView() {
+  el.messages.replaceChildren();
+  el.chatView.classList.remove("has-conversation");
+  el.input.value = "";
+  el.input.disabled = true;
+  el.sendButton.disabled = true;
+  el.input.placeholder = "Pick someone to chat with";
+  el.emptyConversation.hidden = true;
 }
 
 export function renderConversationHeader() {
-  const peer = state.openPeer;
-  if (!peer) {
+  const conv = openConversation();
+  if (!conv) {
     el.conversationTitle.textContent = "Pick someone to chat with";
     el.conversationPresence.textContent = "";
+    delete el.conversationPresence.dataset.online;
     return;
   }
-  el.conversationTitle.textContent = peer;
-  const online = state.users.get(peer)?.online;
+  const { room, peer } = conv.target;
+  if (room != null) {
+    const info = state.rooms.get(room);
+    el.conversationTitle.textContent = info?.name ?? "";
+    el.input.placeholder = `Message ${info?.name ?? "the room"}`;
+    el.conversationPresence.textContent = info ? membersText(info.members.length) : "";
+    delete el.conversationPresence.dataset.online;
+    return;
+  }
+  el.conversationTitle.textContent = peer ?? "";
+  el.input.placeholder = `Message ${peer}`;
+  const online = state.users.get(peer ?? "")?.online;
   el.conversationPresence.textContent = online ? "online" : "offline";
   el.conversationPresence.dataset.online = online ? "true" : "false";
 }
@@ -347,13 +644,13 @@ function messageKey(message) {
  * @param {boolean} [options.forceBottom] scroll to the newest message
  */
 export function renderMessages({ stickToBottom = false, forceBottom = false }) {
-  const peer = state.openPeer;
-  if (!peer) {
+  const conv = openConversation();
+  if (!conv) {
     el.messages.replaceChildren();
     el.emptyConversation.hidden = true;
     return;
   }
-  const conv = conversation(peer);
+  const inRoom = conv.target.room != null;
   const nearBottom = el.scroller.scrollHeight - el.scroller.scrollTop - el.scroller.clientHeight < 80;
 
   /** @type {Row[]} */
@@ -362,12 +659,20 @@ export function renderMessages({ stickToBottom = false, forceBottom = false }) {
     for (const message of conv.messages) rows.push({ key: messageKey(message), message, pending: false });
   }
   for (const item of state.outbox) {
-    if (item.peer !== peer) continue;
+    if (item.key !== conv.key) continue;
     rows.push({
       key: `c:${item.clientId}`,
-      message: { id: null, from: state.me, to: peer, text: item.text, sentAt: item.createdAt, clientId: item.clientId },
+      message: {
+        id: null, from: state.me, to: item.target.peer ?? null, room: item.target.room ?? null,
+        text: item.text, sentAt: item.createdAt, clientId: item.clientId,
+      },
       pending: true,
       failed: item.failed,
+    });
+  }
+  if (inRoom) {
+    rows.forEach((row, index) => {
+      row.showFrom = row.message.from !== state.me && (index === 0 || rows[index - 1].message.from !== row.message.from);
     });
   }
 
@@ -392,12 +697,17 @@ export function renderMessages({ stickToBottom = false, forceBottom = false }) {
 /** @param {Row} row */
 function createMessageItem(row) {
   const own = row.message.from === state.me;
+  const from = h("p", { className: "message-from", "data-testid": "message-from" });
+  from.textContent = row.message.from ?? "";
+  // The same hue as the sender's avatar; style.css picks a lightness readable on the bubble.
+  from.style.setProperty("--sender-hue", String(nameHue(row.message.from ?? "")));
+  from.hidden = true;
   const text = h("p", { className: "message-text", "data-testid": "message-text" });
   const time = h("time", { className: "message-time" });
   const status = h("span", { className: "message-status" });
   const meta = h("span", { className: "message-meta" }, [time, status]);
   const item = h("li", { className: `message ${own ? "own" : "theirs"}`, "data-testid": "message" },
-    [h("div", { className: "bubble" }, [text, meta])]);
+    [h("div", { className: "bubble" }, [from, text, meta])]);
   item.dataset.key = row.key;
   item.dataset.own = own ? "true" : "false";
   text.textContent = row.message.text; // never innerHTML
@@ -415,6 +725,8 @@ function updateMessageItem(node, row) {
   if (message.clientId != null) node.dataset.clientId = message.clientId;
   node.classList.toggle("pending", row.pending && !row.failed);
   node.classList.toggle("failed", Boolean(row.failed));
+  const from = /** @type {HTMLElement} */ (node.querySelector(".message-from"));
+  if (from.hidden === Boolean(row.showFrom)) from.hidden = !row.showFrom;
   const time = /** @type {HTMLTimeElement} */ (node.querySelector(".message-time"));
   if (time.dateTime !== message.sentAt) {
     time.dateTime = message.sentAt;
@@ -460,7 +772,7 @@ export function restoreScrollAnchor(anchor) {
 
 /** @param {boolean} connected older pages can only be asked for while connected */
 export function renderHistoryControls(connected) {
-  const conv = state.openPeer ? conversation(state.openPeer) : null;
+  const conv = openConversation();
   const loadingOlder = conv?.historyQueue.includes("older");
   el.loadOlder.hidden = !conv || !conv.loaded || !conv.hasMore;
   el.loadOlder.disabled = Boolean(loadingOlder) || !connected;
@@ -472,14 +784,21 @@ export function renderHistoryControls(connected) {
 }
 
 export function renderTyping() {
-  const peer = state.openPeer;
-  if (peer && state.typingFrom.has(peer)) {
-    el.typingIndicator.textContent = `${peer} is typing…`;
-    el.typingIndicator.classList.add("visible");
-  } else {
-    el.typingIndicator.textContent = "";
-    el.typingIndicator.classList.remove("visible");
-  }
+  const names = state.openKey ? typingIn(state.openKey) : [];
+  el.typingIndicator.textContent = typingText(names);
+  el.typingIndicator.classList.toggle("visible", names.length > 0);
+}
+
+/**
+ * "alice is typing…", "alice and bob are typing…", "alice, bob and carol are typing…",
+ * "alice, bob and 2 others are typing…".
+ * @param {string[]} names in the order they started
+ */
+function typingText(names) {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length <= 3) return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]} are typing…`;
+  return `${names[0]}, ${names[1]} and ${names.length - 2} others are typing…`;
 }
 
 // ---------------------------------------------------------------------------
@@ -508,6 +827,10 @@ export function autoGrow() {
 
 /** @type {(username: string) => void} */
 let pickUser = () => {};
+/** @type {(id: number) => void} */
+let pickRoom = () => {};
+/** @type {(username: string) => void} */
+let pickRemove = () => {};
 
 /**
  * A click (or Enter) on someone in the people list. Items come and go with the list, so
@@ -516,6 +839,65 @@ let pickUser = () => {};
  */
 export function onPickUser(handler) {
   pickUser = handler;
+}
+
+/**
+ * A click (or Enter) on a room in the room list.
+ * @param {(id: number) => void} handler
+ */
+export function onPickRoom(handler) {
+  pickRoom = handler;
+}
+
+/**
+ * The owner's "Remove" next to a member of the open room.
+ * @param {(username: string) => void} handler
+ */
+export function onRemoveMember(handler) {
+  pickRemove = handler;
+}
+
+/** @param {() => void} handler */
+export function onNewRoom(handler) {
+  el.newRoomButton.addEventListener("click", handler);
+}
+
+/** @param {() => void} handler */
+export function onToggleRoomPanel(handler) {
+  el.membersButton.addEventListener("click", handler);
+}
+
+/** @param {() => void} handler */
+export function onAddMembers(handler) {
+  el.addMembersButton.addEventListener("click", handler);
+}
+
+/** @param {() => void} handler */
+export function onLeaveRoom(handler) {
+  el.leaveRoomButton.addEventListener("click", handler);
+}
+
+/**
+ * The room dialog's submit (its button, or Enter in the name field). Cancel and Escape
+ * close it; a modal dialog gives focus back to what opened it.
+ * @param {() => void} handler
+ */
+export function onSubmitRoomDialog(handler) {
+  el.roomForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    handler();
+  });
+  el.roomCancel.addEventListener("click", closeRoomDialog);
+  el.memberFilter.addEventListener("input", filterChoices);
+  el.memberChoices.addEventListener("change", renderPicked);
+  el.roomName.addEventListener("input", () => {
+    el.roomFormError.textContent = "";
+    el.roomName.removeAttribute("aria-invalid");
+  });
+  // Enter in the filter would submit the form: it only filters.
+  el.memberFilter.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") event.preventDefault();
+  });
 }
 
 /** @param {() => void} handler */
@@ -592,6 +974,17 @@ export function onWantOlder(handler) {
 /** @param {() => void} handler */
 export function onBackOnline(handler) {
   window.addEventListener("online", handler);
+}
+
+/**
+ * The page was hidden, or is being left or reloaded.
+ * @param {() => void} handler
+ */
+export function onPageHidden(handler) {
+  window.addEventListener("pagehide", handler);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") handler();
+  });
 }
 
 /** @param {() => void} handler */

@@ -52,6 +52,7 @@ export function enterChat(username) {
   render.showChat(username);
   socket.start();
   render.renderUsers();
+  render.renderRooms();
   render.focusFirstUser();
 }
 

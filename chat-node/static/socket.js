@@ -15,8 +15,7 @@ import { state } from "./state.js";
  * @typedef {object} LinkHooks
  * @property {() => void} opened
  * @property {(frame: ServerFrame) => void} received every frame but `sync`, which the link pages itself
- * @property {(messages: Message[], since: number, done: boolean) => void} synced
- *   a page of missed messages; `since` is when the connection was lost, minus a margin
+ * @property {(messages: Message[], done: boolean) => void} synced a page of missed messages
  * @property {() => void} closed
  * @property {() => void} reconnecting
  * @property {() => void} sessionEnded the node refuses the session: reconnecting is pointless
@@ -38,7 +37,6 @@ const link = {
   timer: undefined,
   wanted: false, // false after logout: do not reconnect
   everOpened: false,
-  disconnectedAt: 0,
 };
 
 /** @param {LinkHooks} linkHooks */
@@ -130,7 +128,6 @@ function onClose(socket, event) {
   link.socket = null;
   hooks.closed();
   if (!link.wanted) return;
-  link.disconnectedAt = link.disconnectedAt || Date.now();
   hooks.reconnecting();
   if (event.code === CLOSE_SERVICE_RESTART) {
     // The node is draining: another node takes us within a second. The random delay
@@ -201,11 +198,8 @@ function onMessage(socket, event) {
 function onSync(frame) {
   const messages = frame.messages ?? [];
   const more = Boolean(frame.hasMore) && messages.length > 0;
-  // Without any earlier id we asked for everything; only count what came while we were away.
-  hooks.synced(messages, link.disconnectedAt - 30000, !more);
+  hooks.synced(messages, !more);
   if (more) {
     send({ type: "sync", after: messages[messages.length - 1].id });
-    return;
   }
-  link.disconnectedAt = 0;
 }

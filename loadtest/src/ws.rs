@@ -135,7 +135,8 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting.acks).insert(client_id.clone(), tx);
         let frame = ClientFrame::ChatMessage {
-            peer: peer.to_owned(),
+            peer: Some(peer.to_owned()),
+            room: None,
             text,
             client_id: Some(client_id.clone()),
         };
@@ -158,7 +159,8 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         *lock(&self.waiting.history) = Some(tx);
         let frame = ClientFrame::ChatHistory {
-            peer: peer.to_owned(),
+            peer: Some(peer.to_owned()),
+            room: None,
             before,
             limit: Some(limit),
         };
@@ -279,7 +281,11 @@ fn route(waiting: &Waiting, text: &str) {
         | ServerFrame::Presence { .. }
         | ServerFrame::Typing { .. }
         | ServerFrame::DoneTyping { .. }
-        | ServerFrame::Sync { .. } => {}
+        | ServerFrame::Sync { .. }
+        | ServerFrame::Rooms { .. }
+        | ServerFrame::Room { .. }
+        | ServerFrame::RoomLeft { .. }
+        | ServerFrame::Read { .. } => {}
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - `<prefix>:u:<user id>`: messages, typing and logout events for one user.
 //! - `<prefix>:p:<user id>`: that user's `presence` frames.
+//! - `<prefix>:r:<room id>`: a room's messages, typing and membership changes.
 //! - `<prefix>:directory`: new users, announced to sockets that list everyone.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 pub enum Channel {
     User(i64),
     Presence(i64),
+    Room(i64),
     /// Every presence channel, by pattern: wanted while a socket lists the whole directory.
     AllPresence,
     Directory,
@@ -41,6 +43,7 @@ impl Channels {
         match channel {
             Channel::User(id) => self.user(*id),
             Channel::Presence(id) => self.presence(*id),
+            Channel::Room(id) => self.room(*id),
             Channel::AllPresence => format!("{}*", glob_escape(&self.presence_prefix())),
             Channel::Directory => self.directory(),
         }
@@ -48,6 +51,10 @@ impl Channels {
 
     pub fn user(&self, user_id: i64) -> String {
         format!("{}:u:{user_id}", self.prefix)
+    }
+
+    pub fn room(&self, room_id: i64) -> String {
+        format!("{}:r:{room_id}", self.prefix)
     }
 
     pub fn presence(&self, user_id: i64) -> String {
@@ -71,6 +78,9 @@ impl Channels {
         }
         if let Some(id) = rest.strip_prefix("u:") {
             return id.parse().ok().map(Channel::User);
+        }
+        if let Some(id) = rest.strip_prefix("r:") {
+            return id.parse().ok().map(Channel::Room);
         }
         // Anything but an id is another deployment's channel that happens to match the
         // pattern.
@@ -99,7 +109,12 @@ mod tests {
     #[test]
     fn every_channel_parses_back_from_its_name() {
         let channels = Channels::new("t");
-        for channel in [Channel::User(42), Channel::Presence(7), Channel::Directory] {
+        for channel in [
+            Channel::User(42),
+            Channel::Presence(7),
+            Channel::Room(3),
+            Channel::Directory,
+        ] {
             assert_eq!(channels.parse(&channels.name(&channel)), Some(channel));
         }
     }
@@ -110,6 +125,7 @@ mod tests {
         assert_eq!(channels.parse("t2:u:1"), None);
         assert_eq!(channels.parse("t:p:x:u:1"), None);
         assert_eq!(channels.parse("t:u:abc"), None);
+        assert_eq!(channels.parse("t:r:"), None);
         assert_eq!(channels.parse("t:p:"), None);
         assert_eq!(channels.parse("t:p:ann"), None);
     }

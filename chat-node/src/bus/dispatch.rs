@@ -2,11 +2,12 @@
 //! not waited for: its outbox asks it to close, and every other delivery goes on.
 
 use bytestring::ByteString;
+use chat_common::protocol::ServerFrame;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::channel::Channel;
-use super::envelope::{now_us, UserEvent};
+use super::envelope::{frame_text, now_us, RoomChange, RoomEvent, UserEvent};
 use super::hub::{ConnId, Hub};
 use super::outbox::Closing;
 
@@ -14,6 +15,7 @@ impl Hub {
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         match self.channels().parse(channel) {
             Some(Channel::User(user_id)) => self.dispatch_user(user_id, payload),
+            Some(Channel::Room(room_id)) => self.dispatch_room(room_id, payload),
             Some(Channel::Presence(user_id)) => self.dispatch_presence(user_id, payload),
             Some(Channel::Directory) => self.dispatch_new_user(payload),
             Some(Channel::AllPresence) | None => {
@@ -121,7 +123,163 @@ impl Hub {
                     metrics.fanout_latency.observe(latency);
                 }
             }
+            UserEvent {
+                joined: Some(change),
+                ..
+            } => {
+                drop(reg);
+                self.joined(user_id, change);
+            }
             UserEvent { .. } => tracing::warn!("empty event on a user channel"),
+        }
+    }
+
+    /// A user of this node was added to a room (or it was created with them). When the
+    /// room's channel already told this node, the `room` frame went out then.
+    fn joined(&self, user_id: i64, change: RoomChange) {
+        let Ok(room_id) = i64::try_from(change.room.id) else {
+            return;
+        };
+        let mut reg = self.registry();
+        if !reg.join_room(room_id, user_id) {
+            return;
+        }
+        let frames = RoomFrames::new(&change);
+        let ids = reg.conns_of(user_id).to_vec();
+        if let Some(text) = frames.room_for(user_id) {
+            reg.broadcast(&ids, text, None);
+        }
+        for id in &ids {
+            for member in &change.member_ids {
+                reg.add_watch(*id, *member);
+            }
+        }
+        drop(reg);
+        self.notify_changed();
+    }
+
+    fn dispatch_room(&self, room_id: i64, payload: &[u8]) {
+        let event: RoomEvent<&RawValue> = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable event on a room channel");
+                return;
+            }
+        };
+        if let Some(change) = event.change {
+            self.room_changed(room_id, change);
+            return;
+        }
+        let Some(frame) = event.frame else {
+            tracing::warn!("empty event on a room channel");
+            return;
+        };
+        let text = ByteString::from(frame.get().to_owned());
+        let mut reg = self.registry();
+        let except = event.from.filter(|_| event.not_to_sender);
+        let ids: Vec<ConnId> = reg
+            .rooms
+            .get(&room_id)
+            .into_iter()
+            .flatten()
+            .filter(|user_id| Some(**user_id) != except)
+            .flat_map(|user_id| reg.conns_of(*user_id).iter().copied())
+            .collect();
+        let delivered = reg.broadcast(&ids, &text, None) as u64;
+        let mut changed = false;
+        if let Some(from) = event.from {
+            for id in &ids {
+                changed |= reg.add_watch(*id, from);
+            }
+        }
+        drop(reg);
+        if changed {
+            self.notify_changed();
+        }
+        if let Some(stored) = event.stored_at_us {
+            let metrics = self.metrics();
+            metrics.messages_delivered.inc_by(delivered);
+            let latency = (now_us() - stored).max(0) as f64 / 1e6;
+            metrics.fanout_latency.observe(latency);
+        }
+    }
+
+    /// Members were added or removed. The removed leave the node's view before their
+    /// `roomLeft` is queued, so nothing of the room published after the change reaches
+    /// them; every local member gets the `room` frame.
+    fn room_changed(&self, room_id: i64, change: RoomChange) {
+        let frames = RoomFrames::new(&change);
+        let mut reg = self.registry();
+        let mut left: Vec<ConnId> = Vec::new();
+        for user_id in &change.removed {
+            if reg.leave_room(room_id, *user_id) {
+                left.extend(reg.conns_of(*user_id));
+            }
+        }
+        let mut joined: Vec<i64> = Vec::new();
+        for user_id in &change.member_ids {
+            if reg.join_room(room_id, *user_id) {
+                joined.push(*user_id);
+            }
+        }
+        let members: Vec<i64> = reg.rooms.get(&room_id).cloned().unwrap_or_default();
+        for user_id in members {
+            if let Some(text) = frames.room_for(user_id) {
+                let ids = reg.conns_of(user_id).to_vec();
+                reg.broadcast(&ids, text, None);
+            }
+        }
+        if let Some(text) = &frames.left {
+            reg.broadcast(&left, text, None);
+        }
+        for user_id in joined {
+            let ids = reg.conns_of(user_id).to_vec();
+            for id in ids {
+                for member in &change.member_ids {
+                    reg.add_watch(id, *member);
+                }
+            }
+        }
+        drop(reg);
+        self.notify_changed();
+    }
+}
+
+/// The frames of one membership change, each serialised once: the `room` frame with the
+/// request's `ref` (for the sockets of who made it) and without, and `roomLeft`.
+struct RoomFrames {
+    by: i64,
+    with_ref: Option<ByteString>,
+    without_ref: Option<ByteString>,
+    left: Option<ByteString>,
+}
+
+impl RoomFrames {
+    fn new(change: &RoomChange) -> Self {
+        let room = |reference: Option<String>| {
+            frame_text(&ServerFrame::Room {
+                room: change.room.clone(),
+                reference,
+            })
+            .map_err(|e| tracing::error!(error = %e, "encoding a room frame"))
+            .ok()
+        };
+        Self {
+            by: change.by,
+            with_ref: change.reference.clone().and_then(|r| room(Some(r))),
+            without_ref: room(None),
+            left: frame_text(&ServerFrame::RoomLeft {
+                room: change.room.id,
+            })
+            .ok(),
+        }
+    }
+
+    fn room_for(&self, user_id: i64) -> Option<&ByteString> {
+        if user_id == self.by {
+            self.with_ref.as_ref().or(self.without_ref.as_ref())
+        } else {
+            self.without_ref.as_ref()
         }
     }
 }

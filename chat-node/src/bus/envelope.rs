@@ -1,9 +1,44 @@
-//! What travels on a user channel, and the one way a frame becomes text.
+//! What travels on a user or room channel, and the one way a frame becomes text.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytestring::ByteString;
+use chat_common::protocol::RoomInfo;
 use serde::{Deserialize, Serialize};
+
+/// A room's membership after a change, as every node needs it: the `room` frame, who is
+/// in (by id, to update the node's view) and who was removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomChange {
+    pub room: RoomInfo,
+    pub member_ids: Vec<i64>,
+    #[serde(default)]
+    pub removed: Vec<i64>,
+    /// Who made the change: their sockets get the request's `clientId` as `ref`.
+    pub by: i64,
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// The envelope on a room channel: a frame for the local members (a message, typing), or
+/// a membership change.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomEvent<F> {
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub frame: Option<F>,
+    /// The member who sent the frame: members start following their presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    /// Typing goes to the other members only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_to_sender: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<RoomChange>,
+}
 
 /// The envelope on a user channel: a server frame for every socket of the user, or a
 /// logout. A plain struct rather than a tagged enum, so the frame can stay a `RawValue`
@@ -23,6 +58,10 @@ pub struct UserEvent<F> {
     /// The session with this tag logged out: its sockets close.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logout: Option<String>,
+    /// The user was added to a room (or it was created with them): the node follows the
+    /// room's channel and sends the `room` frame, unless the room channel told it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<RoomChange>,
 }
 
 fn none<F>() -> Option<F> {
@@ -36,6 +75,17 @@ impl<F> UserEvent<F> {
             peer_id,
             stored_at_us,
             logout: None,
+            joined: None,
+        }
+    }
+
+    pub fn joined(change: RoomChange) -> Self {
+        Self {
+            frame: None,
+            peer_id: None,
+            stored_at_us: None,
+            logout: None,
+            joined: Some(change),
         }
     }
 
@@ -45,6 +95,7 @@ impl<F> UserEvent<F> {
             peer_id: None,
             stored_at_us: None,
             logout: Some(session_tag),
+            joined: None,
         }
     }
 }

@@ -8,6 +8,11 @@
 //! directory ([`Follows::Everyone`]), sockets grouped by the shared [`Head`] they listed
 //! from and how far into it (one entry per socket, whatever the directory's size), and a
 //! map from a user id to the sockets following that user besides (conversation peers).
+//!
+//! The registry also keeps the node's view of room membership, for its connected users
+//! only: which rooms each has, and which local users each room has. A room's channel is
+//! wanted while it has a local member; membership changes published on that channel keep
+//! the view current on every node at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -76,6 +81,8 @@ impl Conn {
 pub(super) struct LocalUser {
     pub(super) name: Arc<str>,
     pub(super) conns: Vec<ConnId>,
+    /// The rooms the user belongs to.
+    pub(super) rooms: Vec<i64>,
 }
 
 /// The sockets that listed from one head, by how many of its users they follow.
@@ -102,12 +109,18 @@ pub(super) struct Registry {
     groups: Vec<Group>,
     /// User id → sockets following that user outside their `follows`.
     watchers: HashMap<i64, Vec<ConnId>>,
+    /// Room id → its members with a socket here.
+    pub(super) rooms: HashMap<i64, Vec<i64>>,
     pub(super) interest: Interest,
 }
 
 impl Demand for Registry {
     fn has_user(&self, user_id: i64) -> bool {
         self.users.contains_key(&user_id)
+    }
+
+    fn has_room(&self, room_id: i64) -> bool {
+        self.rooms.contains_key(&room_id)
     }
 
     fn is_watched(&self, user_id: i64) -> bool {
@@ -231,6 +244,49 @@ impl Registry {
             return true;
         }
         false
+    }
+
+    /// Makes local user `user_id` a member of `room_id` in the node's view; true when
+    /// that is new (false too for a user with no socket here).
+    pub(super) fn join_room(&mut self, room_id: i64, user_id: i64) -> bool {
+        let Some(local) = self.users.get_mut(&user_id) else {
+            return false;
+        };
+        if local.rooms.contains(&room_id) {
+            return false;
+        }
+        local.rooms.push(room_id);
+        let members = self.rooms.entry(room_id).or_default();
+        members.push(user_id);
+        if members.len() == 1 {
+            self.interest.mark(Channel::Room(room_id));
+        }
+        true
+    }
+
+    /// Takes `user_id` out of `room_id` in the node's view; true when they were in.
+    pub(super) fn leave_room(&mut self, room_id: i64, user_id: i64) -> bool {
+        let Some(local) = self.users.get_mut(&user_id) else {
+            return false;
+        };
+        let before = local.rooms.len();
+        local.rooms.retain(|r| *r != room_id);
+        if local.rooms.len() == before {
+            return false;
+        }
+        if let Some(members) = self.rooms.get_mut(&room_id) {
+            members.retain(|u| *u != user_id);
+            if members.is_empty() {
+                self.rooms.remove(&room_id);
+                self.interest.mark(Channel::Room(room_id));
+            }
+        }
+        true
+    }
+
+    /// The sockets of `user_id` here.
+    pub(super) fn conns_of(&self, user_id: i64) -> &[ConnId] {
+        self.users.get(&user_id).map_or(&[], |u| &u.conns)
     }
 
     fn unwatch(&mut self, id: ConnId, user_id: i64) {
@@ -432,6 +488,7 @@ impl Hub {
         let local = reg.users.entry(user.id).or_insert_with(|| LocalUser {
             name: user.username.as_str().into(),
             conns: Vec::new(),
+            rooms: Vec::new(),
         });
         local.conns.push(id);
         if local.conns.len() == 1 {
@@ -465,6 +522,16 @@ impl Hub {
         if let Some(local) = reg.users.get_mut(&conn.user_id) {
             local.conns.retain(|c| *c != id);
             if local.conns.is_empty() {
+                let rooms = std::mem::take(&mut local.rooms);
+                for room_id in rooms {
+                    if let Some(members) = reg.rooms.get_mut(&room_id) {
+                        members.retain(|u| *u != conn.user_id);
+                        if members.is_empty() {
+                            reg.rooms.remove(&room_id);
+                            reg.interest.mark(Channel::Room(room_id));
+                        }
+                    }
+                }
                 reg.users.remove(&conn.user_id);
                 reg.interest.mark(Channel::User(conn.user_id));
             }
@@ -539,6 +606,25 @@ impl Hub {
         matches!(tokio::time::timeout(FLUSH_TIMEOUT, rx).await, Ok(Ok(())))
     }
 
+    /// The user (connected here) belongs to these rooms: the node follows their channels.
+    /// [`Self::flush`] waits for the subscriptions.
+    pub fn join_rooms(&self, user_id: i64, rooms: &[i64]) {
+        let mut reg = self.registry();
+        for room_id in rooms {
+            reg.join_room(*room_id, user_id);
+        }
+        drop(reg);
+        self.notify_changed();
+    }
+
+    /// Whether the node's view has the (connected) user in the room.
+    pub fn is_member(&self, user_id: i64, room_id: i64) -> bool {
+        self.registry()
+            .users
+            .get(&user_id)
+            .is_some_and(|u| u.rooms.contains(&room_id))
+    }
+
     pub fn is_connected(&self, user_id: i64) -> bool {
         self.registry().users.contains_key(&user_id)
     }
@@ -574,6 +660,7 @@ impl Hub {
             .users
             .keys()
             .map(|id| Channel::User(*id))
+            .chain(reg.rooms.keys().map(|id| Channel::Room(*id)))
             .chain(reg.followed().map(Channel::Presence))
             .collect();
         interest::all_wanted(candidates, &*reg, self.channels())
@@ -724,6 +811,25 @@ pub(super) mod tests {
         hub.unregister(b);
         assert_eq!(dirty(&hub), vec![("t:u:1".to_owned(), false)]);
         assert!(!hub.is_connected(1));
+    }
+
+    #[test]
+    fn a_room_channel_is_wanted_while_a_local_member_is_connected() {
+        let hub = hub();
+        let (a, _ra) = socket(&hub, 1, "ann");
+        let (b, _rb) = socket(&hub, 2, "ben");
+        dirty(&hub);
+        hub.join_rooms(1, &[7]);
+        hub.join_rooms(2, &[7]);
+        assert_eq!(dirty(&hub), vec![("t:r:7".to_owned(), true)]);
+        assert!(hub.is_member(1, 7) && !hub.is_member(1, 8));
+        hub.unregister(a);
+        assert_eq!(dirty(&hub), vec![("t:u:1".to_owned(), false)]);
+        hub.unregister(b);
+        assert_eq!(
+            dirty(&hub),
+            vec![("t:r:7".to_owned(), false), ("t:u:2".to_owned(), false)]
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use super::channel::{Channel, Channels};
 /// What the local sockets need, as the registry knows it.
 pub(super) trait Demand {
     fn has_user(&self, user_id: i64) -> bool;
+    /// Some local user is a member of this room.
+    fn has_room(&self, room_id: i64) -> bool;
     /// Some socket follows this user's presence by id.
     fn is_watched(&self, user_id: i64) -> bool;
     /// Some socket follows every presence change.
@@ -32,6 +34,7 @@ pub(super) struct SubChange {
 fn wanted(channel: &Channel, demand: &impl Demand) -> bool {
     match channel {
         Channel::User(id) => demand.has_user(*id),
+        Channel::Room(id) => demand.has_room(*id),
         // The pattern covers every presence channel while it is on; an exact
         // subscription beside it would deliver each change twice.
         Channel::Presence(id) => !demand.follows_everyone() && demand.is_watched(*id),
@@ -119,6 +122,9 @@ mod tests {
     impl Demand for Fixed {
         fn has_user(&self, user_id: i64) -> bool {
             self.users.contains(&user_id)
+        }
+        fn has_room(&self, _: i64) -> bool {
+            false
         }
         fn is_watched(&self, user_id: i64) -> bool {
             self.watched.contains(&user_id)

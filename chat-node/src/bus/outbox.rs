@@ -188,9 +188,17 @@ impl Outbox {
 
     /// Puts the socket's first frame before anything queued so far and lets the body take.
     pub fn open(&self, first: Frame) {
+        self.open_with(vec![first]);
+    }
+
+    /// Like [`Self::open`] with several first frames, in order (`updateUsers`, then
+    /// `rooms`): nothing delivered meanwhile comes between them.
+    pub fn open_with(&self, firsts: Vec<Frame>) {
         let mut q = self.queue();
-        q.bytes += first.len();
-        q.frames.push_front(first);
+        for first in firsts.into_iter().rev() {
+            q.bytes += first.len();
+            q.frames.push_front(first);
+        }
         q.open = true;
         // What waited during set-up had no chance to be taken yet.
         q.waiting_since = Some(Instant::now());

@@ -13,9 +13,10 @@ use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
 use super::channel::Channels;
-use super::envelope::{now_us, UserEvent};
+use super::envelope::{now_us, RoomChange, RoomEvent, UserEvent};
 use crate::metrics::Metrics;
 use crate::redis_store::{Redis, RedisError};
+use crate::storage::rooms::Change;
 use crate::storage::writer::{Committed, Deliver};
 
 /// A Redis that stops answering must not hold the writer (and every sender behind it):
@@ -87,21 +88,35 @@ impl Publisher {
         })
     }
 
-    /// Two events per message, to the recipient's and the sender's channel, as one
-    /// pipeline. The sender's own socket acknowledges on seeing its message here, so the
-    /// acknowledgement is ordered with everything else this node publishes to the user.
+    /// Two events per one-to-one message, to the recipient's and the sender's channel, and
+    /// one per room message, to the room's channel, as one pipeline. The sender's own
+    /// socket acknowledges on seeing its message here, so the acknowledgement is ordered
+    /// with everything else published to the user.
     pub async fn messages(&self, batch: &[Committed]) -> Result<(), PublishError> {
         let stored_at = now_us();
         let mut pipe = redis::pipe();
         for c in batch {
-            // Serialised once; both envelopes embed the same bytes.
+            // Serialised once; every envelope embeds the same bytes.
             let frame = serde_json::value::to_raw_value(&ServerFrame::ChatMessage {
                 message: c.message.clone(),
             })?;
+            if let Some(room_id) = c.room_id {
+                let event = RoomEvent {
+                    frame: Some(&*frame),
+                    from: Some(c.sender_id),
+                    not_to_sender: false,
+                    stored_at_us: Some(stored_at),
+                    change: None,
+                };
+                pipe.publish(self.channels.room(room_id), serde_json::to_string(&event)?)
+                    .ignore();
+                continue;
+            }
+            let recipient_id = c.recipient_id.unwrap_or(c.sender_id);
             let to_recipient = UserEvent::frame(&*frame, Some(c.sender_id), Some(stored_at));
-            let to_sender = UserEvent::frame(&*frame, Some(c.recipient_id), Some(stored_at));
+            let to_sender = UserEvent::frame(&*frame, Some(recipient_id), Some(stored_at));
             pipe.publish(
-                self.channels.user(c.recipient_id),
+                self.channels.user(recipient_id),
                 serde_json::to_string(&to_recipient)?,
             )
             .ignore()
@@ -120,6 +135,66 @@ impl Publisher {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.messages_published.inc_by(batch.len() as u64);
         Ok(())
+    }
+
+    /// A membership change, as one pipeline: on the room's channel (the nodes of its
+    /// members before the change, removed ones included), then on the channel of every
+    /// added user (their nodes may not follow the room yet). A new room has no
+    /// subscribers: its members' channels alone.
+    pub async fn room_change(
+        &self,
+        change: &Change,
+        by: i64,
+        reference: Option<String>,
+    ) -> Result<(), PublishError> {
+        let event = RoomChange {
+            room: change.room.info(None),
+            member_ids: change.room.member_ids(),
+            removed: change.removed.clone(),
+            by,
+            reference,
+        };
+        let mut pipe = redis::pipe();
+        if !change.created {
+            let on_room = RoomEvent::<()> {
+                frame: None,
+                from: None,
+                not_to_sender: false,
+                stored_at_us: None,
+                change: Some(event.clone()),
+            };
+            pipe.publish(
+                self.channels.room(change.room.id),
+                serde_json::to_string(&on_room)?,
+            )
+            .ignore();
+        }
+        let joined = serde_json::to_string(&UserEvent::<()>::joined(event))?;
+        for user_id in &change.added {
+            pipe.publish(self.channels.user(*user_id), &joined).ignore();
+        }
+        pipe.query_async::<()>(&mut self.shared().await?)
+            .await
+            .map_err(RedisError::from)?;
+        Ok(())
+    }
+
+    /// Typing in a room, for its other members.
+    pub async fn to_room(
+        &self,
+        room_id: i64,
+        frame: &ServerFrame,
+        sender_id: i64,
+    ) -> Result<(), PublishError> {
+        let event = RoomEvent {
+            frame: Some(frame),
+            from: Some(sender_id),
+            not_to_sender: true,
+            stored_at_us: None,
+            change: None,
+        };
+        let payload = serde_json::to_string(&event)?;
+        self.publish(&self.channels.room(room_id), &payload).await
     }
 
     pub fn channels(&self) -> &Channels {

@@ -41,7 +41,11 @@ pub async fn list(
     let users = names
         .into_iter()
         .zip(online)
-        .map(|(username, online)| UserStatus { username, online })
+        .map(|(username, online)| UserStatus {
+            username,
+            online,
+            unread: None,
+        })
         .collect();
     Ok(HttpResponse::Ok().json(UsersPage { users, next }))
 }

@@ -1,5 +1,7 @@
 //! Conversations and reading their messages. Messages are written by [`super::writer`].
 
+use std::sync::LazyLock;
+
 use chat_common::protocol::ChatMessage;
 use chat_common::MessageId;
 use chrono::NaiveDateTime;
@@ -8,31 +10,22 @@ use diesel::sql_types::{BigInt, Datetime, Nullable, Text, Varchar};
 use diesel_async::RunQueryDsl;
 
 use super::prepared::Prepared;
-use super::schema::{channels, messages};
-use super::users::User;
+use super::schema::channels;
 use super::{Db, StoreError};
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = messages)]
-struct MessageRow {
-    id: i64,
-    channel_id: i64,
-    sender_id: i64,
-    client_id: Option<String>,
-    body: String,
-    sent_at: NaiveDateTime,
-}
-
+/// A message row with its names resolved, as history and `sync` read it.
 #[derive(QueryableByName)]
-struct SyncRow {
+struct WireRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = BigInt)]
     channel_id: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    room_id: Option<i64>,
     #[diesel(sql_type = Varchar)]
     sender: String,
-    #[diesel(sql_type = Varchar)]
-    recipient: String,
+    #[diesel(sql_type = Nullable<Varchar>)]
+    recipient: Option<String>,
     #[diesel(sql_type = Text)]
     body: String,
     #[diesel(sql_type = Datetime)]
@@ -41,44 +34,66 @@ struct SyncRow {
     client_id: Option<String>,
 }
 
-pub(super) fn to_wire(
-    id: i64,
-    channel: i64,
-    from: &str,
-    to: &str,
-    text: String,
-    sent_at: NaiveDateTime,
-    client_id: Option<String>,
-) -> Result<ChatMessage, StoreError> {
+impl WireRow {
+    fn into_wire(self) -> Result<ChatMessage, StoreError> {
+        to_wire(Wire {
+            id: self.id,
+            channel: self.channel_id,
+            room: self.room_id,
+            from: &self.sender,
+            to: self.recipient.as_deref(),
+            text: self.body,
+            sent_at: self.sent_at,
+            client_id: self.client_id,
+        })
+    }
+}
+
+/// What a wire message is made of, wherever it was read or written.
+pub(super) struct Wire<'a> {
+    pub id: i64,
+    pub channel: i64,
+    pub room: Option<i64>,
+    pub from: &'a str,
+    pub to: Option<&'a str>,
+    pub text: String,
+    pub sent_at: NaiveDateTime,
+    pub client_id: Option<String>,
+}
+
+fn range(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Range(e.to_string())
+}
+
+pub(super) fn to_wire(w: Wire<'_>) -> Result<ChatMessage, StoreError> {
     Ok(ChatMessage {
-        id: MessageId::try_from(id).map_err(|e| StoreError::Range(e.to_string()))?,
-        channel: u64::try_from(channel).map_err(|e| StoreError::Range(e.to_string()))?,
-        from: from.to_owned(),
-        to: to.to_owned(),
-        text,
-        sent_at: sent_at.and_utc(),
-        client_id,
+        id: MessageId::try_from(w.id).map_err(range)?,
+        channel: u64::try_from(w.channel).map_err(range)?,
+        room: w.room.map(u64::try_from).transpose().map_err(range)?,
+        from: w.from.to_owned(),
+        to: w.to.map(str::to_owned),
+        text: w.text,
+        sent_at: w.sent_at.and_utc(),
+        client_id: w.client_id,
     })
 }
 
-impl MessageRow {
-    fn into_wire(self, me: &User, peer: &User) -> Result<ChatMessage, StoreError> {
-        let (from, to) = if self.sender_id == me.id {
-            (me, peer)
-        } else {
-            (peer, me)
-        };
-        to_wire(
-            self.id,
-            self.channel_id,
-            &from.username,
-            &to.username,
-            self.body,
-            self.sent_at,
-            self.client_id,
-        )
-    }
-}
+/// The columns of [`WireRow`] for the message rows `m` picked by a subquery `mine`.
+const WIRE_SELECT: &str = "SELECT m.id, m.channel_id, ro.id AS room_id, s.username AS sender, \
+        r.username AS recipient, m.body, m.sent_at, m.client_id \
+     FROM mine JOIN messages m ON m.id = mine.id \
+     JOIN users s ON s.id = m.sender_id \
+     LEFT JOIN users r ON r.id = m.recipient_id \
+     LEFT JOIN rooms ro ON ro.channel_id = m.channel_id";
+
+/// One page of a conversation: fixed text, so it stays prepared (see [`Prepared`]).
+static HISTORY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH mine AS (SELECT id FROM messages FORCE INDEX (messages_channel_id_idx) \
+           WHERE channel_id = ? AND id < ? ORDER BY id DESC LIMIT ?) \
+         {WIRE_SELECT} ORDER BY m.id DESC"
+    )
+});
 
 impl Db {
     /// The conversation of two distinct users, created on first use.
@@ -98,13 +113,33 @@ impl Db {
         .await
     }
 
-    /// The newest `limit` messages of the conversation older than `before`, oldest first,
-    /// and whether older ones remain.
+    /// The user's one-to-one conversations: (channel, the other user's name).
+    pub async fn peer_channels(&self, user_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        #[derive(QueryableByName)]
+        struct PeerChannel {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+            #[diesel(sql_type = Varchar)]
+            username: String,
+        }
+        let query = diesel::sql_query(
+            "SELECT c.id, u.username FROM channels c JOIN users u ON u.id = c.user_high \
+             WHERE c.user_low = ? \
+             UNION ALL \
+             SELECT c.id, u.username FROM channels c JOIN users u ON u.id = c.user_low \
+             WHERE c.user_high = ?",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(user_id);
+        let rows: Vec<PeerChannel> = self.run(async |conn| query.load(conn).await).await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.username)).collect())
+    }
+
+    /// The newest `limit` messages of a conversation (one-to-one or a room's) older than
+    /// `before`, oldest first, and whether older ones remain.
     pub async fn history(
         &self,
         channel_id: i64,
-        me: &User,
-        peer: &User,
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
@@ -112,22 +147,20 @@ impl Db {
         // rows newer than `before`; the hint keeps it one range scan of LIMIT rows (see
         // docs/design.md).
         let query = Prepared::new(
-            "SELECT id, channel_id, sender_id, client_id, body, sent_at \
-             FROM messages FORCE INDEX (messages_channel_id_idx) \
-             WHERE channel_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            &HISTORY,
             vec![
                 channel_id,
                 before.map_or(i64::MAX, i64::from),
                 i64::from(limit) + 1,
             ],
         );
-        let mut rows: Vec<MessageRow> = self.run(async |conn| query.load(conn).await).await?;
+        let mut rows: Vec<WireRow> = self.run(async |conn| query.load(conn).await).await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         rows.reverse();
         let messages = rows
             .into_iter()
-            .map(|r| r.into_wire(me, peer))
+            .map(WireRow::into_wire)
             .collect::<Result<_, _>>()?;
         Ok((messages, has_more))
     }
@@ -141,44 +174,48 @@ impl Db {
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
         let after = i64::from(after);
         let fetch = i64::from(limit) + 1;
-        // Two range scans of at most `limit + 1` rows each (what the user sent, what they
-        // received), merged: the cost never depends on the size of the user's history.
-        let query = diesel::sql_query(
-            "SELECT m.id, m.channel_id, s.username AS sender, r.username AS recipient, \
-                    m.body, m.sent_at, m.client_id \
-             FROM ((SELECT id FROM messages FORCE INDEX (messages_sender_id_idx) \
-                    WHERE sender_id = ? AND id > ? ORDER BY id LIMIT ?) \
-                   UNION ALL \
-                   (SELECT id FROM messages FORCE INDEX (messages_recipient_id_idx) \
-                    WHERE recipient_id = ? AND id > ? ORDER BY id LIMIT ?)) mine \
-             JOIN messages m ON m.id = mine.id \
-             JOIN users s ON s.id = m.sender_id \
-             JOIN users r ON r.id = m.recipient_id \
-             ORDER BY m.id LIMIT ?",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(after)
-        .bind::<BigInt, _>(fetch)
-        .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(after)
-        .bind::<BigInt, _>(fetch)
-        .bind::<BigInt, _>(fetch);
-        let mut rows: Vec<SyncRow> = self.run(async |conn| query.load(conn).await).await?;
+        let rooms = self.room_channels(user_id).await?;
+        // Range scans of at most `limit + 1` rows each: what the user sent, what they
+        // received, and each of their rooms (at most the rooms-per-user limit), merged.
+        // `UNION` drops a room message the user sent, which two scans find.
+        let mut scans = vec![
+            "(SELECT id FROM messages FORCE INDEX (messages_sender_id_idx) \
+              WHERE sender_id = ? AND id > ? ORDER BY id LIMIT ?)"
+                .to_owned(),
+            "(SELECT id FROM messages FORCE INDEX (messages_recipient_id_idx) \
+              WHERE recipient_id = ? AND id > ? ORDER BY id LIMIT ?)"
+                .to_owned(),
+        ];
+        scans.extend(rooms.iter().map(|_| {
+            "(SELECT id FROM messages FORCE INDEX (messages_channel_id_idx) \
+              WHERE channel_id = ? AND id > ? ORDER BY id LIMIT ?)"
+                .to_owned()
+        }));
+        let sql = format!(
+            "WITH mine AS ({}) {WIRE_SELECT} ORDER BY m.id LIMIT ?",
+            scans.join(" UNION ")
+        );
+        let mut query = diesel::sql_query(sql)
+            .into_boxed::<diesel::mysql::Mysql>()
+            .bind::<BigInt, _>(user_id)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(fetch)
+            .bind::<BigInt, _>(user_id)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(fetch);
+        for channel in rooms {
+            query = query
+                .bind::<BigInt, _>(channel)
+                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(fetch);
+        }
+        let query = query.bind::<BigInt, _>(fetch);
+        let mut rows: Vec<WireRow> = self.run(async |conn| query.load(conn).await).await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let messages = rows
             .into_iter()
-            .map(|r| {
-                to_wire(
-                    r.id,
-                    r.channel_id,
-                    &r.sender,
-                    &r.recipient,
-                    r.body,
-                    r.sent_at,
-                    r.client_id,
-                )
-            })
+            .map(WireRow::into_wire)
             .collect::<Result<_, _>>()?;
         Ok((messages, has_more))
     }

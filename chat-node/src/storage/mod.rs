@@ -4,10 +4,13 @@
 pub mod messages;
 mod migrate;
 mod prepared;
+pub mod reads;
+pub mod rooms;
 mod schema;
 pub mod users;
 pub mod writer;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
@@ -74,6 +77,8 @@ fn is_statement_error(e: &diesel::result::Error) -> bool {
 pub struct Db {
     pool: Pool<AsyncMysqlConnection>,
     wait: Histogram,
+    /// The writer's sequence lock, which membership changes take too.
+    seq_lock: Arc<str>,
 }
 
 impl Db {
@@ -94,7 +99,13 @@ impl Db {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool, wait })
+        let (_, database) = migrate::split_database_url(database_url)?;
+        let seq_lock = writer::LockName::new(&database).name().into();
+        Ok(Self {
+            pool,
+            wait,
+            seq_lock,
+        })
     }
 
     async fn conn(&self) -> Result<Object<AsyncMysqlConnection>, StoreError> {

@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use super::schema::{channels, users};
 use super::{Db, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: i64,
@@ -122,28 +122,40 @@ impl Db {
         .await
     }
 
-    /// Everyone this user has a conversation with, in directory order.
+    /// Everyone this user has a conversation with, one-to-one or in a room, in directory
+    /// order.
     pub async fn peers(&self, user_id: i64) -> Result<Vec<User>, StoreError> {
         let (low, high): (Vec<User>, Vec<User>) = self
             .run(async |conn| {
                 let low = channels::table
-                    .inner_join(users::table.on(users::id.eq(channels::user_high)))
+                    .inner_join(users::table.on(users::id.nullable().eq(channels::user_high)))
                     .filter(channels::user_low.eq(user_id))
                     .select(User::as_select())
                     .load(conn)
                     .await?;
-                let high = channels::table
-                    .inner_join(users::table.on(users::id.eq(channels::user_low)))
+                let mut high = channels::table
+                    .inner_join(users::table.on(users::id.nullable().eq(channels::user_low)))
                     .filter(channels::user_high.eq(user_id))
                     .select(User::as_select())
                     .load(conn)
                     .await?;
+                // Room members count as conversation peers (for presence).
+                let co_members: Vec<User> = diesel::sql_query(
+                    "SELECT DISTINCT u.id, u.username FROM room_members me \
+                     JOIN room_members rm ON rm.room_id = me.room_id AND rm.user_id <> me.user_id \
+                     JOIN users u ON u.id = rm.user_id WHERE me.user_id = ?",
+                )
+                .bind::<diesel::sql_types::BigInt, _>(user_id)
+                .load(conn)
+                .await?;
+                high.extend(co_members);
                 Ok((low, high))
             })
             .await?;
         let mut all = low;
         all.extend(high);
         all.sort_by(|a, b| directory_order(&a.username, &b.username));
+        all.dedup_by_key(|u| u.id);
         Ok(all)
     }
 }

@@ -4,9 +4,10 @@
 //! queued (at most `max_batch`; it never waits for more, so an idle node adds no
 //! latency) and writes it as one transaction on its own connection:
 //!
-//! 1. a named lock (`GET_LOCK`) on every user of the batch, in ascending order;
+//! 1. the database's one sequence lock (`GET_LOCK('chat:<db>:seq')`), which every
+//!    node's batches and every membership change take;
 //! 2. one lookup of every `clientId` of the batch (duplicates inside the batch are found
-//!    in memory);
+//!    in memory), and one of the room memberships its room messages need;
 //! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order;
 //! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it, retrying
 //!    while Redis is away), the locks are released, and only then is any sender answered.
@@ -16,15 +17,15 @@
 //!    that was committed but never published (its node died, or its COMMIT's answer was
 //!    lost) reaches its recipient when its sender retries.
 //!
-//! The user locks are held from before the insert until the batch is published, so for
-//! each user both the ids and the order of publication follow the order of commits; why
-//! that keeps `sync` exact is in docs/design.md. Statements are prepared
+//! The sequence lock is held from before the insert until the batch is published, so ids
+//! and the order of publication follow one global order, the order of commits; why that
+//! keeps `sync` exact, rooms included, is in docs/design.md. Statements are prepared
 //! once per shape and kept in the connection's statement cache; the lists are padded to
 //! powers of two so few shapes exist. The writer talks to MySQL through mysql_async
 //! directly because diesel can neither express `RETURNING` on MySQL nor cache a statement
 //! whose list length varies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Row, TxOpts, Value};
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::to_wire;
+use super::messages::{to_wire, Wire};
 use super::users::User;
 use super::StoreError;
 
@@ -45,7 +46,7 @@ const DELIVER_BOUND: Duration = Duration::from_secs(10);
 /// A MySQL that stops answering (a paused server, a dropped route) fails the batch
 /// instead of holding every sender; a connection open that long is closed.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a batch waits for another node's batch on the same users.
+/// How long a batch waits for the batches of other nodes before it fails.
 const LOCK_WAIT_SECS: u32 = 5;
 /// Statement shapes per connection: up to `max_batch` INSERTs plus the padded lookups.
 const STATEMENT_CACHE: usize = 320;
@@ -54,10 +55,41 @@ const STATEMENT_CACHE: usize = 320;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub sender: User,
-    pub recipient: User,
+    pub to: Recipient,
     pub channel_id: i64,
     pub client_id: Option<String>,
     pub text: String,
+}
+
+/// Who a message is for.
+#[derive(Debug, Clone)]
+pub enum Recipient {
+    User(User),
+    /// A room, by id; the writer checks that the sender is a member.
+    Room(i64),
+}
+
+impl Recipient {
+    fn user_id(&self) -> Option<i64> {
+        match self {
+            Self::User(u) => Some(u.id),
+            Self::Room(_) => None,
+        }
+    }
+
+    fn room_id(&self) -> Option<i64> {
+        match self {
+            Self::User(_) => None,
+            Self::Room(id) => Some(*id),
+        }
+    }
+
+    fn username(&self) -> Option<&str> {
+        match self {
+            Self::User(u) => Some(&u.username),
+            Self::Room(_) => None,
+        }
+    }
 }
 
 /// What the writer did with one message; either way it was committed and published, so
@@ -73,6 +105,9 @@ pub enum Stored {
 pub enum WriteError {
     #[error("clientId was already used in another conversation")]
     ClientIdReused,
+    /// A room message whose sender is not (or no longer) a member.
+    #[error("the sender is not a member of the room")]
+    NotAMember,
     /// The batch failed as a whole; nothing of it was committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,12 +119,13 @@ pub enum WriteError {
     NotPublished,
 }
 
-/// A committed message, for delivery.
+/// A committed message, for delivery: to two user channels, or one room channel.
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub message: ChatMessage,
     pub sender_id: i64,
-    pub recipient_id: i64,
+    pub recipient_id: Option<i64>,
+    pub room_id: Option<i64>,
 }
 
 /// Publishes a committed batch in id order; true when every event went out.
@@ -133,7 +169,7 @@ impl Writer {
             .stmt_cache_size(STATEMENT_CACHE)
             .into();
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let locks = LockNames::new(opts.db_name().unwrap_or_default());
+        let locks = LockName::new(opts.db_name().unwrap_or_default());
         let task = Task {
             opts,
             locks,
@@ -162,7 +198,7 @@ impl Writer {
 
 struct Task {
     opts: Opts,
-    locks: LockNames,
+    locks: LockName,
     /// Opened on first use and dropped after any error, so a restarted MySQL is
     /// reconnected to by the next batch.
     conn: Option<Conn>,
@@ -207,7 +243,8 @@ impl Task {
                     Outcome::Stored(Kind::New | Kind::Republished, message) => Some(Committed {
                         message: message.clone(),
                         sender_id: job.message.sender.id,
-                        recipient_id: job.message.recipient.id,
+                        recipient_id: job.message.to.user_id(),
+                        room_id: job.message.to.room_id(),
                     }),
                     _ => None,
                 })
@@ -221,14 +258,15 @@ impl Task {
                     Outcome::Stored(Kind::New, message) => Ok(Stored::New(message)),
                     Outcome::Stored(_, message) => Ok(Stored::Duplicate(message)),
                     Outcome::Reused => Err(WriteError::ClientIdReused),
+                    Outcome::NotAMember => Err(WriteError::NotAMember),
                 };
                 let _ = job.reply.send(result);
             }
         }
     }
 
-    /// Publishes a committed batch, retrying while Redis is away, with the users' locks
-    /// held: no later message of theirs can be published first. Gives up after
+    /// Publishes a committed batch, retrying while Redis is away, with the sequence lock
+    /// held: no later message can be published first. Gives up after
     /// [`DELIVER_BOUND`] so senders are answered; their retries publish it again.
     async fn deliver_until(&self, committed: Vec<Committed>) -> bool {
         let deadline = Instant::now() + DELIVER_BOUND;
@@ -245,7 +283,7 @@ impl Task {
         }
     }
 
-    /// A connection that cannot release its locks is closed, which releases them.
+    /// A connection that cannot release its lock is closed, which releases it.
     async fn release_locks(&mut self) {
         if let Some(conn) = &mut self.conn {
             if let Err(e) = conn.query_drop("DO RELEASE_ALL_LOCKS()").await {
@@ -272,6 +310,7 @@ impl Task {
 enum Outcome {
     Stored(Kind, ChatMessage),
     Reused,
+    NotAMember,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,45 +326,43 @@ enum Kind {
 /// How a job's `clientId` was resolved before the insert.
 enum Plan {
     Insert,
+    /// A room message whose sender is not a member: not stored.
+    Refused,
     /// Stored before: the original row.
     Existing(ExistingRow),
     /// Same sender and `clientId` as an earlier job of this batch.
     SameAs(usize),
 }
 
-/// Locks the batch's users, then writes it as one transaction. The locks stay held when
-/// this returns `Ok`; the caller releases them after delivery.
+/// Takes the sequence lock, then writes the batch as one transaction. The lock stays
+/// held when this returns `Ok`; the caller releases it after delivery.
 async fn write_batch(
     conn: &mut Conn,
     sql: &mut Statements,
-    locks: &LockNames,
+    lock: &LockName,
     jobs: &[Job],
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut users: Vec<i64> = jobs
-        .iter()
-        .flat_map(|j| [j.message.sender.id, j.message.recipient.id])
-        .collect();
-    users.sort_unstable();
-    users.dedup();
-    let names = pad(users.iter().map(|id| locks.user(*id)).collect());
-    let granted: Vec<Row> = conn.exec(sql.lock(names.len()), names).await?;
-    let all_granted = granted.first().is_some_and(|row| {
-        (0..row.len()).all(|i| matches!(row.as_ref(i), Some(Value::Int(1) | Value::UInt(1))))
-    });
-    if !all_granted {
+    let granted: Option<i64> = conn.exec_first(sql.lock(), (lock.name(),)).await?.flatten();
+    if granted != Some(1) {
         return Err(StoreError::Write(
-            "timed out waiting for the users' write locks".into(),
+            "timed out waiting for the sequence lock".into(),
         ));
     }
 
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
 
     let existing = find_existing(&mut tx, sql, jobs).await?;
+    let members = find_members(&mut tx, sql, jobs).await?;
     let mut first_use: HashMap<(i64, &str), usize> = HashMap::new();
     let plans: Vec<Plan> = jobs
         .iter()
         .enumerate()
         .map(|(i, job)| {
+            if let Some(room) = job.message.to.room_id() {
+                if !members.contains(&(room, job.message.sender.id)) {
+                    return Plan::Refused;
+                }
+            }
             let Some(cid) = job.message.client_id.as_deref() else {
                 return Plan::Insert;
             };
@@ -358,7 +395,7 @@ async fn write_batch(
             params.extend([
                 Value::Int(m.channel_id),
                 Value::Int(m.sender.id),
-                Value::Int(m.recipient.id),
+                m.to.user_id().map_or(Value::NULL, Value::Int),
                 m.client_id
                     .as_ref()
                     .map_or(Value::NULL, |c| Value::Bytes(c.clone().into_bytes())),
@@ -389,29 +426,32 @@ async fn write_batch(
                     .ok_or_else(|| StoreError::Write("an id is missing".into()))?;
                 Outcome::Stored(
                     Kind::New,
-                    to_wire(
+                    to_wire(Wire {
                         id,
-                        m.channel_id,
-                        &m.sender.username,
-                        &m.recipient.username,
-                        m.text.clone(),
-                        job.sent_at,
-                        m.client_id.clone(),
-                    )?,
+                        channel: m.channel_id,
+                        room: m.to.room_id(),
+                        from: &m.sender.username,
+                        to: m.to.username(),
+                        text: m.text.clone(),
+                        sent_at: job.sent_at,
+                        client_id: m.client_id.clone(),
+                    })?,
                 )
             }
+            Plan::Refused => Outcome::NotAMember,
             Plan::Existing(row) if row.channel_id != m.channel_id => Outcome::Reused,
             Plan::Existing(row) => Outcome::Stored(
                 Kind::Republished,
-                to_wire(
-                    row.id,
-                    row.channel_id,
-                    &m.sender.username,
-                    &m.recipient.username,
-                    row.body,
-                    row.sent_at,
-                    m.client_id.clone(),
-                )?,
+                to_wire(Wire {
+                    id: row.id,
+                    channel: row.channel_id,
+                    room: m.to.room_id(),
+                    from: &m.sender.username,
+                    to: m.to.username(),
+                    text: row.body,
+                    sent_at: row.sent_at,
+                    client_id: m.client_id.clone(),
+                })?,
             ),
             Plan::SameAs(first) => match (&outcomes[first], jobs[first].message.channel_id) {
                 (Outcome::Stored(Kind::New, original), channel) if channel == m.channel_id => {
@@ -487,28 +527,53 @@ async fn find_existing<'j>(
     Ok(found)
 }
 
+/// The (room, sender) pairs of the batch's room messages whose sender is a member. Read
+/// under the sequence lock, which membership changes take too, so it is exact.
+async fn find_members(
+    tx: &mut mysql_async::Transaction<'_>,
+    sql: &mut Statements,
+    jobs: &[Job],
+) -> Result<HashSet<(i64, i64)>, StoreError> {
+    let pairs: Vec<[Value; 2]> = jobs
+        .iter()
+        .filter_map(|j| {
+            j.message
+                .to
+                .room_id()
+                .map(|room| [Value::Int(room), Value::Int(j.message.sender.id)])
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let params: Vec<Value> = pad(pairs).into_iter().flatten().collect();
+    let rows: Vec<(i64, i64)> = tx.exec(sql.members(params.len() / 2), params).await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// `client_id` compares with PAD SPACE (`'a' = 'a '`), so the unique key treats ids that
 /// differ only in trailing spaces as one; the batch must too.
 fn pad_space(client_id: &str) -> &str {
     client_id.trim_end_matches(' ')
 }
 
-/// Named locks, one per user, scoped to this database (lock names are server-wide).
-struct LockNames {
-    prefix: String,
+/// The database's sequence lock (lock names are server-wide, so it names the database).
+/// Membership changes ([`super::rooms`]) take the same lock.
+pub(super) struct LockName {
+    name: String,
 }
 
-impl LockNames {
-    /// MariaDB lock names are at most 64 characters; a user id takes at most 20 more.
-    fn new(database: &str) -> Self {
-        let database: String = database.chars().take(36).collect();
+impl LockName {
+    /// MariaDB lock names are at most 64 characters.
+    pub(super) fn new(database: &str) -> Self {
+        let database: String = database.chars().take(54).collect();
         Self {
-            prefix: format!("chat:{database}:u:"),
+            name: format!("chat:{database}:seq"),
         }
     }
 
-    fn user(&self, user_id: i64) -> Value {
-        Value::Bytes(format!("{}{user_id}", self.prefix).into_bytes())
+    pub(super) fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -525,8 +590,8 @@ fn pad<T: Clone>(mut items: Vec<T>) -> Vec<T> {
 /// SQL text per list length, built once.
 #[derive(Default)]
 struct Statements {
-    lock: HashMap<usize, String>,
     existing: HashMap<usize, String>,
+    members: HashMap<usize, String>,
     insert: HashMap<usize, String>,
 }
 
@@ -535,12 +600,15 @@ fn placeholders(n: usize, group: &str) -> String {
 }
 
 impl Statements {
-    fn lock(&mut self, n: usize) -> &str {
-        // Left to right, so in ascending order: two batches never deadlock.
-        self.lock.entry(n).or_insert_with(|| {
+    fn lock(&self) -> String {
+        format!("SELECT GET_LOCK(?, {LOCK_WAIT_SECS})")
+    }
+
+    fn members(&mut self, n: usize) -> &str {
+        self.members.entry(n).or_insert_with(|| {
             format!(
-                "SELECT {}",
-                placeholders(n, &format!("GET_LOCK(?, {LOCK_WAIT_SECS})"))
+                "SELECT room_id, user_id FROM room_members WHERE (room_id, user_id) IN ({})",
+                placeholders(n, "(?,?)")
             )
         })
     }
@@ -612,11 +680,9 @@ mod tests {
 
     #[test]
     fn lock_names_fit_mariadb_limit() {
-        let locks = LockNames::new(&"d".repeat(64));
-        let Value::Bytes(name) = locks.user(i64::MAX) else {
-            panic!("a lock name is bytes");
-        };
-        assert!(name.len() <= 64, "{}", name.len());
+        let lock = LockName::new(&"d".repeat(64));
+        assert!(lock.name().len() <= 64, "{}", lock.name().len());
+        assert!(lock.name().ends_with(":seq"));
     }
 
     #[test]
@@ -638,7 +704,8 @@ mod tests {
     #[test]
     fn statements_have_one_placeholder_group_per_item() {
         let mut sql = Statements::default();
-        assert_eq!(sql.lock(2), "SELECT GET_LOCK(?, 5),GET_LOCK(?, 5)");
+        assert_eq!(sql.lock(), "SELECT GET_LOCK(?, 5)");
+        assert!(sql.members(2).ends_with("IN ((?,?),(?,?))"));
         assert!(sql
             .insert(3)
             .contains("VALUES (?,?,?,?,?,?),(?,?,?,?,?,?),(?,?,?,?,?,?) "));

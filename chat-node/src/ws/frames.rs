@@ -11,7 +11,7 @@ use actix_ws::AggregatedMessage;
 use bytestring::ByteString;
 use chat_common::error::ApiError;
 use chat_common::protocol::{
-    ChatMessage, ClientFrame, ServerFrame, DIRECTORY_LIMIT, HISTORY_DEFAULT_LIMIT,
+    ChatMessage, ClientFrame, Conversation, ServerFrame, DIRECTORY_LIMIT, HISTORY_DEFAULT_LIMIT,
     SYNC_DEFAULT_LIMIT,
 };
 use chat_common::{ErrorCode, MessageId};
@@ -23,7 +23,7 @@ use crate::bus::{frame_text, Closing, ConnId, Frame};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::users::User;
-use crate::storage::writer::{NewMessage, Stored};
+use crate::storage::writer::{NewMessage, Recipient, Stored};
 
 /// The messages of one `sync` or `chatHistory` reply take at most this many bytes of
 /// JSON; the client pages on with `hasMore`. 500 long messages would otherwise be
@@ -60,8 +60,8 @@ impl Limit {
 }
 
 pub struct Connection {
-    state: Arc<AppState>,
-    me: User,
+    pub(super) state: Arc<AppState>,
+    pub(super) me: User,
     id: ConnId,
     /// Every frame, control frames included.
     bucket: TokenBucket,
@@ -69,10 +69,13 @@ pub struct Connection {
     history: TokenBucket,
     /// Where the walk of the last `sync` answer with `hasMore` goes on: after this id.
     next_sync: Option<MessageId>,
-    /// Where the last `chatHistory` page with `hasMore` goes on: this peer, before this id.
-    next_history: Option<(String, MessageId)>,
+    /// Where the last `chatHistory` page with `hasMore` goes on: this conversation,
+    /// before this id.
+    next_history: Option<Box<(Conversation, MessageId)>>,
     flood: FloodGuard,
-    /// Conversation ids by peer id, so a busy chat does not look its channel up per frame.
+    /// Conversation ids by peer id, and by room id negated (a room's channel never
+    /// changes; membership is checked by the writer), so a busy chat does not look its
+    /// channel up per frame.
     channels: HashMap<i64, i64>,
 }
 
@@ -100,7 +103,7 @@ impl Connection {
     /// are confirmed before presence is read, so no change falls between the two. Costs
     /// what this socket lists: the node's shared head of the directory, and the user's
     /// conversation peers when the head is not the whole directory.
-    pub async fn setup(&mut self) -> Result<ByteString, AppError> {
+    pub async fn setup(&mut self) -> Result<Vec<ByteString>, AppError> {
         let state = &self.state;
         let head = state
             .hub
@@ -117,6 +120,9 @@ impl Connection {
                 .follow_head(self.id, &head, listed.cutoff, &listed.beyond);
             listed.names
         };
+        let rooms = state.db.rooms_of(self.me.id).await?;
+        let room_ids: Vec<i64> = rooms.iter().map(|r| r.id).collect();
+        state.hub.join_rooms(self.me.id, &room_ids);
         if !state.hub.flush().await {
             return Err(AppError::SubscriberNotReady);
         }
@@ -130,7 +136,22 @@ impl Connection {
         }
         drop(transition);
         let online = state.presence.online(&names).await?;
-        Ok(update_users(&names, &online)?)
+        let peer_channels = state.db.peer_channels(self.me.id).await?;
+        let mut channels: Vec<i64> = peer_channels.iter().map(|(c, _)| *c).collect();
+        channels.extend(rooms.iter().map(|r| r.channel_id));
+        let unread = state.db.unread(self.me.id, &channels).await?;
+        let unread_by_name: HashMap<&str, u64> = peer_channels
+            .iter()
+            .filter_map(|(c, name)| unread.get(c).map(|n| (name.as_str(), *n)))
+            .collect();
+        let rooms = rooms
+            .iter()
+            .map(|r| r.info(Some(unread.get(&r.channel_id).copied().unwrap_or(0))))
+            .collect();
+        Ok(vec![
+            update_users(&names, &online, &unread_by_name)?,
+            frame_text(&ServerFrame::Rooms { rooms })?,
+        ])
     }
 
     /// The reply for this socket alone, if any; deliveries to others go through the bus.
@@ -206,10 +227,7 @@ impl Connection {
             // A client paging on as PROTOCOL.md says is slowed to the rate, not refused.
             self.history.wait_take().await;
         }
-        let reference = match &frame {
-            ClientFrame::ChatMessage { client_id, .. } => client_id.clone(),
-            _ => None,
-        };
+        let reference = frame.client_id().map(str::to_owned);
         match self.dispatch(frame).await {
             Ok(reply) => Ok(reply.map(Frame::Text)),
             Err(err) => self.error(err.to_api(), reference),
@@ -222,12 +240,17 @@ impl Connection {
             ClientFrame::Sync { after, .. } => self.next_sync == Some(*after),
             ClientFrame::ChatHistory {
                 peer,
+                room,
                 before: Some(before),
                 ..
-            } => self
-                .next_history
-                .as_ref()
-                .is_some_and(|(p, b)| p.eq_ignore_ascii_case(peer) && b == before),
+            } => self.next_history.as_deref().is_some_and(|(c, b)| {
+                b == before
+                    && match (c, peer, room) {
+                        (Conversation::Peer(p), Some(peer), None) => p.eq_ignore_ascii_case(peer),
+                        (Conversation::Room(r), None, Some(room)) => r == room,
+                        _ => false,
+                    }
+            }),
             _ => false,
         }
     }
@@ -236,43 +259,36 @@ impl Connection {
         match frame {
             ClientFrame::ChatHistory {
                 peer,
+                room,
                 before,
                 limit,
             } => {
-                let peer = self.peer(&peer).await?;
-                let channel = self.channel(&peer).await?;
-                self.state.hub.watch(self.id, [peer.id]);
-                let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
-                let (mut messages, has_more) = self
-                    .state
-                    .db
-                    .history(channel, &self.me, &peer, before, limit)
-                    .await?;
-                // A page runs oldest first and the next one is older: keep the newest.
-                let has_more = fit(&mut messages, true) || has_more;
-                self.next_history = messages
-                    .first()
-                    .filter(|_| has_more)
-                    .map(|m| (peer.username.clone(), m.id));
-                Ok(Some(frame_text(&ServerFrame::ChatHistory {
-                    peer: peer.username,
-                    channel: channel as u64,
-                    messages,
-                    has_more,
-                })?))
+                let conversation = Conversation::of(peer.as_deref(), room)?;
+                self.history(conversation, before, limit.unwrap_or(HISTORY_DEFAULT_LIMIT))
+                    .await
             }
             ClientFrame::ChatMessage {
                 peer,
+                room,
                 text,
                 client_id,
             } => {
                 self.state.metrics.messages_received.inc();
-                let peer = self.peer(&peer).await?;
-                let channel = self.channel(&peer).await?;
-                self.send_message(peer, channel, text, client_id).await
+                let (to, channel) = match Conversation::of(peer.as_deref(), room)? {
+                    Conversation::Peer(name) => {
+                        let peer = self.peer(&name).await?;
+                        let channel = self.channel(&peer).await?;
+                        (Recipient::User(peer), channel)
+                    }
+                    Conversation::Room(room) => {
+                        let room = room_id(room)?;
+                        (Recipient::Room(room), self.room_channel(room).await?)
+                    }
+                };
+                self.send_message(to, channel, text, client_id).await
             }
-            ClientFrame::Typing { peer } => self.relay_typing(&peer, true).await,
-            ClientFrame::DoneTyping { peer } => self.relay_typing(&peer, false).await,
+            ClientFrame::Typing { peer, room } => self.relay_typing(peer, room, true).await,
+            ClientFrame::DoneTyping { peer, room } => self.relay_typing(peer, room, false).await,
             ClientFrame::Sync { after, limit } => {
                 let limit = limit.unwrap_or(SYNC_DEFAULT_LIMIT);
                 let (mut messages, has_more) = self.state.db.sync(self.me.id, after, limit).await?;
@@ -280,21 +296,152 @@ impl Connection {
                 self.next_sync = messages.last().filter(|_| has_more).map(|m| m.id);
                 Ok(Some(frame_text(&ServerFrame::Sync { messages, has_more })?))
             }
+            ClientFrame::CreateRoom {
+                name,
+                members,
+                client_id,
+            } => self.create_room(name, members, client_id).await,
+            ClientFrame::AddMembers {
+                room,
+                members,
+                client_id,
+            } => self.add_members(room_id(room)?, members, client_id).await,
+            ClientFrame::RemoveMember {
+                room,
+                username,
+                client_id,
+            } => {
+                self.remove_member(room_id(room)?, &username, client_id)
+                    .await
+            }
+            ClientFrame::MarkRead { peer, room, up_to } => {
+                let conversation = Conversation::of(peer.as_deref(), room)?;
+                self.mark_read(conversation, up_to).await
+            }
         }
     }
 
-    /// Typing travels like a message but is never stored, and goes to the peer alone.
-    async fn relay_typing(&self, peer: &str, typing: bool) -> Result<Option<ByteString>, AppError> {
-        let peer = self.peer(peer).await?;
-        let from = self.me.username.clone();
-        let frame = if typing {
-            ServerFrame::Typing { from }
-        } else {
-            ServerFrame::DoneTyping { from }
+    /// One page of a conversation's history, one-to-one or a room's (its membership
+    /// checked in MySQL, every time).
+    async fn history(
+        &mut self,
+        conversation: Conversation,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Option<ByteString>, AppError> {
+        let (channel, peer, room) = match &conversation {
+            Conversation::Peer(name) => {
+                let peer = self.peer(name).await?;
+                let channel = self.channel(&peer).await?;
+                self.state.hub.watch(self.id, [peer.id]);
+                (channel, Some(peer.username), None)
+            }
+            Conversation::Room(room) => {
+                let id = room_id(*room)?;
+                let channel = self
+                    .state
+                    .db
+                    .room_channel(id, self.me.id)
+                    .await?
+                    .ok_or_else(not_a_member)?;
+                (channel, None, Some(*room))
+            }
         };
+        let (mut messages, has_more) = self.state.db.history(channel, before, limit).await?;
+        // A page runs oldest first and the next one is older: keep the newest.
+        let has_more = fit(&mut messages, true) || has_more;
+        let conversation = match peer.as_ref() {
+            Some(name) => Conversation::Peer(name.clone()),
+            None => conversation,
+        };
+        self.next_history = messages
+            .first()
+            .filter(|_| has_more)
+            .map(|m| Box::new((conversation, m.id)));
+        Ok(Some(frame_text(&ServerFrame::ChatHistory {
+            peer,
+            room,
+            channel: channel as u64,
+            messages,
+            has_more,
+        })?))
+    }
+
+    /// Typing travels like a message but is never stored: to the peer alone, or to the
+    /// room's other members.
+    async fn relay_typing(
+        &self,
+        peer: Option<String>,
+        room: Option<u64>,
+        typing: bool,
+    ) -> Result<Option<ByteString>, AppError> {
+        let conversation = Conversation::of(peer.as_deref(), room)?;
+        let from = self.me.username.clone();
+        let room = match &conversation {
+            Conversation::Room(room) => Some(*room),
+            Conversation::Peer(_) => None,
+        };
+        let frame = if typing {
+            ServerFrame::Typing { from, room }
+        } else {
+            ServerFrame::DoneTyping { from, room }
+        };
+        match conversation {
+            Conversation::Peer(name) => {
+                let peer = self.peer(&name).await?;
+                self.state
+                    .publisher
+                    .to_user(peer.id, &frame, None, None)
+                    .await?;
+            }
+            Conversation::Room(room) => {
+                let room = room_id(room)?;
+                if !self.state.hub.is_member(self.me.id, room) {
+                    return Err(not_a_member());
+                }
+                self.state
+                    .publisher
+                    .to_room(room, &frame, self.me.id)
+                    .await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores how far the user has read a conversation and tells their every device
+    /// (this one included) with a `read` frame.
+    async fn mark_read(
+        &mut self,
+        conversation: Conversation,
+        up_to: MessageId,
+    ) -> Result<Option<ByteString>, AppError> {
+        let (channel, peer, room) = match conversation {
+            Conversation::Peer(name) => {
+                let peer = self.peer(&name).await?;
+                (self.channel(&peer).await?, Some(peer.username), None)
+            }
+            Conversation::Room(room) => {
+                let id = room_id(room)?;
+                let channel = self
+                    .state
+                    .db
+                    .room_channel(id, self.me.id)
+                    .await?
+                    .ok_or_else(not_a_member)?;
+                (channel, None, Some(room))
+            }
+        };
+        let now = self
+            .state
+            .db
+            .mark_read(self.me.id, channel, i64::from(up_to))
+            .await?;
+        let up_to = MessageId::try_from(now)
+            .map_err(|e| AppError::Internal(format!("a read mark out of range: {e}")))?;
+        let frame = ServerFrame::Read { peer, room, up_to };
         self.state
             .publisher
-            .to_user(peer.id, &frame, None, None)
+            .to_user(self.me.id, &frame, None, None)
             .await?;
         Ok(None)
     }
@@ -303,7 +450,7 @@ impl Connection {
     /// sender's acknowledgement arrives through its user channel like every delivery.
     async fn send_message(
         &mut self,
-        peer: User,
+        to: Recipient,
         channel_id: i64,
         text: String,
         client_id: Option<String>,
@@ -313,7 +460,7 @@ impl Connection {
             .writer
             .write(NewMessage {
                 sender: self.me.clone(),
-                recipient: peer,
+                to,
                 channel_id,
                 client_id,
                 text,
@@ -331,7 +478,7 @@ impl Connection {
         }
     }
 
-    async fn peer(&self, name: &str) -> Result<User, AppError> {
+    pub(super) async fn peer(&self, name: &str) -> Result<User, AppError> {
         let peer = self.state.resolve_user(name).await?;
         if peer.id == self.me.id {
             return Err(AppError::client(
@@ -350,15 +497,48 @@ impl Connection {
         self.channels.insert(peer.id, id);
         Ok(id)
     }
+
+    /// A room's channel, checked in MySQL the first time; the writer checks membership
+    /// of every message.
+    async fn room_channel(&mut self, room: i64) -> Result<i64, AppError> {
+        if let Some(id) = self.channels.get(&-room) {
+            return Ok(*id);
+        }
+        let id = self
+            .state
+            .db
+            .room_channel(room, self.me.id)
+            .await?
+            .ok_or_else(not_a_member)?;
+        self.channels.insert(-room, id);
+        Ok(id)
+    }
+}
+
+/// The answer for a room that does not exist or is not the user's: the two are not told
+/// apart.
+pub(super) fn not_a_member() -> AppError {
+    AppError::client(ErrorCode::NotAMember, "no such room among yours")
+}
+
+/// A room id from the wire; one MySQL cannot hold is no room of anyone's.
+pub(super) fn room_id(room: u64) -> Result<i64, AppError> {
+    i64::try_from(room).map_err(|_| not_a_member())
 }
 
 /// The `updateUsers` frame, written from the node's shared names: the JSON of
 /// [`ServerFrame::UpdateUsers`] (a test compares them) without a `String` per user.
-fn update_users(names: &[Arc<str>], online: &[bool]) -> Result<ByteString, serde_json::Error> {
+fn update_users(
+    names: &[Arc<str>],
+    online: &[bool],
+    unread: &HashMap<&str, u64>,
+) -> Result<ByteString, serde_json::Error> {
     #[derive(serde::Serialize)]
     struct Listed<'a> {
         username: &'a str,
         online: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unread: Option<u64>,
     }
     #[derive(serde::Serialize)]
     #[serde(tag = "type", rename = "updateUsers")]
@@ -371,6 +551,7 @@ fn update_users(names: &[Arc<str>], online: &[bool]) -> Result<ByteString, serde
         .map(|(username, online)| Listed {
             username,
             online: *online,
+            unread: unread.get(&**username).copied(),
         })
         .collect();
     // About 40 bytes a user: one allocation for the whole frame.
@@ -445,8 +626,9 @@ mod tests {
         ChatMessage {
             id: MessageId::new(id).unwrap(),
             channel: 1,
+            room: None,
             from: "ann".into(),
-            to: "ben".into(),
+            to: Some("ben".into()),
             text: text.into(),
             sent_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             client_id: None,
@@ -460,16 +642,19 @@ mod tests {
     #[test]
     fn update_users_is_the_protocol_frame() {
         let names: Vec<Arc<str>> = vec!["ann".into(), "b\"en".into()];
-        let ours = update_users(&names, &[true, false]).unwrap();
+        let unread = HashMap::from([("ann", 3)]);
+        let ours = update_users(&names, &[true, false], &unread).unwrap();
         let theirs = frame_text(&ServerFrame::UpdateUsers {
             users: vec![
                 UserStatus {
                     username: "ann".into(),
                     online: true,
+                    unread: Some(3),
                 },
                 UserStatus {
                     username: "b\"en".into(),
                     online: false,
+                    unread: None,
                 },
             ],
         })

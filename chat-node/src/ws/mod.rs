@@ -9,6 +9,7 @@ mod frames;
 mod heartbeat;
 mod origin;
 pub mod rate;
+mod rooms;
 mod socket;
 
 use std::sync::Arc;

@@ -45,8 +45,8 @@ pub async fn run(state: Arc<AppState>, user: User, socket: Socket, stream: Messa
     let mut conn = Connection::new(state.clone(), user, socket.id, &socket.limits);
 
     let close = match Box::pin(conn.setup()).await {
-        Ok(update_users) => {
-            outbox.open(Frame::Text(update_users));
+        Ok(firsts) => {
+            outbox.open_with(firsts.into_iter().map(Frame::Text).collect());
             serve(&state, &mut conn, &socket, &mut stream).await
         }
         Err(err) => {
@@ -220,6 +220,11 @@ mod tests {
             ws_rate: 1,
             ws_burst: 1,
             allowed_origins: Vec::new(),
+            rooms: crate::storage::rooms::RoomLimits {
+                max_members: 2,
+                rooms_per_user: 1,
+            },
+            room_creations_per_minute: 1,
         };
         Arc::new(AppState::new(services, metrics, limits))
     }

@@ -26,6 +26,7 @@ mod migrations;
 mod mysql_outage;
 mod presence;
 mod reconnect_storm;
+mod rooms;
 mod secrets;
 mod writer;
 mod ws_limits;

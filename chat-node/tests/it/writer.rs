@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use chat_node::storage::users::User as DbUser;
 use chat_node::storage::writer::{
-    Committed, Deliver, NewMessage, Stored, WriteError, Writer, WriterConfig, WriterMetrics,
+    Committed, Deliver, NewMessage, Recipient, Stored, WriteError, Writer, WriterConfig,
+    WriterMetrics,
 };
 use chat_node::storage::{ensure_database, run_migrations, Db};
 use chrono::{NaiveDate, NaiveDateTime};
@@ -511,7 +512,7 @@ impl Scene {
         };
         NewMessage {
             sender: from.clone(),
-            recipient: to.clone(),
+            to: Recipient::User(to.clone()),
             channel_id,
             client_id: cid.map(str::to_owned),
             text: text.to_owned(),
@@ -675,7 +676,7 @@ async fn one_batch_with_duplicates_and_a_reused_client_id() {
             assert_eq!(m.sent_at.naive_utc(), s.old_sent_at);
             assert_eq!(m.channel, s.ab as u64);
             assert_eq!(
-                (m.from.as_str(), m.to.as_str()),
+                (m.from.as_str(), m.to.as_deref().unwrap_or_default()),
                 (&*s.a.username, &*s.b.username)
             );
             assert_eq!(m.client_id.as_deref(), Some("old"));
@@ -689,7 +690,7 @@ async fn one_batch_with_duplicates_and_a_reused_client_id() {
     let good2 = new_message(&good2);
     assert_eq!(good2.client_id, None);
     assert_eq!(
-        (good2.from.as_str(), good2.to.as_str()),
+        (good2.from.as_str(), good2.to.as_deref().unwrap_or_default()),
         (&*s.b.username, &*s.a.username)
     );
     assert!(
