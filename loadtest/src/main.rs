@@ -18,6 +18,9 @@
 //! - `login`: register and log in once, then log in again and again with a pause;
 //!   reports login latency, the rate sustained and 503s with `Retry-After` apart from
 //!   other failures. See [`login`] and `loadtest/login.sh`.
+//! - `rooms`: users in rooms of `LOADTEST_ROOM_SIZE` members; a few per room send, all
+//!   read; reports deliveries per second and the time from a send to the last member's
+//!   socket. See [`rooms`] and `loadtest/rooms.sh`.
 //!
 //! Takes goose's own flags (`--host`, `--users`, `--increase-rate`, `--run-time`,
 //! `--scenarios`, `--report-file`, ...). `LOADTEST_HOSTS` spreads users over several
@@ -40,6 +43,7 @@ mod connections;
 mod login;
 mod nodes;
 mod plan;
+mod rooms;
 mod window;
 mod ws;
 
@@ -57,6 +61,7 @@ use goose::prelude::*;
 use connections::{idle as connections_idle, start as connections_start, stop as connections_stop};
 use login::{again as login_again, start as login_start};
 use plan::Kind;
+use rooms::{message as rooms_message, start as rooms_start, stop as rooms_stop};
 use ws::{Conn, TOTALS};
 
 const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
@@ -89,6 +94,9 @@ run (weights 4:1:1); connections and login run only when named:
                socket the server closes opened again)
   login        register + log in once, then log in again after each pause; 503 with
                Retry-After counted apart from other failures
+  rooms        users in rooms of LOADTEST_ROOM_SIZE (user n in room n / size, created by
+               its first user); the first LOADTEST_ROOM_SENDERS of each room send every
+               LOADTEST_ROOM_INTERVAL_MS; reports deliveries/s and send -> last member
 
 Environment:
   LOADTEST_HOSTS=http://127.0.0.1:A,http://127.0.0.1:B   user n goes to node n % count
@@ -110,8 +118,12 @@ Environment:
   LOADTEST_RSS_SETTLE_MS=<ms>         pause before the second RSS reading (default 3000)
   LOADTEST_CONNECT_LOG=<file>         connections: write connect latencies (us), one a line
   LOADTEST_LOGIN_PAUSE_MS=<ms>|<min>-<max>   login: pause between logins (default 1000)
+  LOADTEST_ROOM_SIZE=<n>              rooms: members per room, 2 to 1000 (default 10)
+  LOADTEST_ROOM_SENDERS=<n>           rooms: members of each room who send (default 1)
+  LOADTEST_ROOM_INTERVAL_MS=<ms>      rooms: a sender's pause between messages (default 1000)
 
-Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, login.sh, seed.sh.
+Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, login.sh, seed.sh,
+rooms.sh.
 
 ";
 
@@ -141,7 +153,8 @@ enum Pace {
 static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
-static NEXT_USER: [AtomicUsize; 5] = [
+static NEXT_USER: [AtomicUsize; plan::KINDS] = [
+    AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
@@ -391,7 +404,7 @@ async fn http_users(user: &mut GooseUser) -> TransactionResult {
 
 fn scenarios(
     pace: Pace,
-    extra: [bool; 5],
+    extra: [bool; plan::KINDS],
     login_pause: (u64, u64),
 ) -> Result<Vec<Scenario>, GooseError> {
     // Waits keep every socket below the server's 20 frames/s (burst 40). A fixed schedule
@@ -466,6 +479,19 @@ fn scenarios(
                 .register_transaction(transaction!(login_again).set_name("login")),
         );
     }
+    if extra[Kind::Rooms.index()] {
+        // The transaction sleeps the sender's interval itself.
+        all.push(
+            scenario!("rooms")
+                .register_transaction(
+                    transaction!(rooms_start)
+                        .set_on_start()
+                        .set_name("rooms start"),
+                )
+                .register_transaction(transaction!(rooms_message).set_name("room message"))
+                .register_transaction(transaction!(rooms_stop).set_on_stop().set_name("close")),
+        );
+    }
     Ok(all)
 }
 
@@ -488,7 +514,7 @@ fn summary(samples: &std::sync::Mutex<Vec<u64>>) -> String {
     )
 }
 
-fn print_extras(ran: [bool; 5]) {
+fn print_extras(ran: [bool; plan::KINDS]) {
     if ran[Kind::Connections.index()] {
         println!("\n=== connections ===");
         for line in connections::report() {
@@ -501,6 +527,12 @@ fn print_extras(ran: [bool; 5]) {
     if ran[Kind::Login.index()] {
         println!("\n=== login ===");
         for line in login::report() {
+            println!("{line}");
+        }
+    }
+    if ran[Kind::Rooms.index()] {
+        println!("\n=== rooms ===");
+        for line in rooms::report() {
             println!("{line}");
         }
     }
@@ -599,7 +631,7 @@ async fn run() -> Result<(), String> {
     let ran = plan::selected(patterns);
     // `--scenarios-list` lists every scenario, not only the default mix.
     let extra = if config.scenarios_list {
-        [true; 5]
+        [true; plan::KINDS]
     } else {
         ran
     };
@@ -655,7 +687,7 @@ async fn run() -> Result<(), String> {
         )?;
     }
     // This process's own sockets, when it runs connections alone: one per user.
-    let only_connections = ran == [false, false, false, true, false];
+    let only_connections = ran == [false, false, false, true, false, false];
     let own_sockets = only_connections.then_some(config.users).flatten();
     let connect_log = env("LOADTEST_CONNECT_LOG");
     std::sync::LazyLock::force(&ORIGIN);
@@ -672,6 +704,7 @@ async fn run() -> Result<(), String> {
     if ran[Kind::Connections.index()] {
         connections::watch(own_sockets);
     }
+    rooms::set_plan(rooms::RoomPlan::from_env()?);
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
     // connections and login keep the session cookie themselves: one client shared by every
     // user, instead of a client (and a connection pool) per user, keeps a 10,000-user

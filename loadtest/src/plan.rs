@@ -11,6 +11,9 @@ pub const PASSWORD: &str = "loadtest-password";
 /// The password of the users `loadtest/seed.sh` writes into the database.
 pub const SEEDED_PASSWORD: &str = "password123";
 
+/// How many scenarios there are.
+pub const KINDS: usize = 6;
+
 /// The scenarios. Users are numbered per scenario, so chat users pair with chat users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -19,15 +22,17 @@ pub enum Kind {
     Http,
     Connections,
     Login,
+    Rooms,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; KINDS] = [
         Kind::Chat,
         Kind::History,
         Kind::Http,
         Kind::Connections,
         Kind::Login,
+        Kind::Rooms,
     ];
 
     pub fn index(self) -> usize {
@@ -37,6 +42,7 @@ impl Kind {
             Kind::Http => 2,
             Kind::Connections => 3,
             Kind::Login => 4,
+            Kind::Rooms => 5,
         }
     }
 
@@ -48,6 +54,7 @@ impl Kind {
             Kind::Http => "http",
             Kind::Connections => "connections",
             Kind::Login => "login",
+            Kind::Rooms => "rooms",
         }
     }
 
@@ -64,13 +71,14 @@ impl Kind {
             Kind::Http => 'u',
             Kind::Connections => 's',
             Kind::Login => 'l',
+            Kind::Rooms => 'r',
         }
     }
 }
 
 /// Which scenarios a run has: the default mix without `--scenarios`, else those its
 /// patterns name (exactly, or with `*` wildcards, as goose matches them).
-pub fn selected(patterns: Option<&[String]>) -> [bool; 5] {
+pub fn selected(patterns: Option<&[String]>) -> [bool; KINDS] {
     Kind::ALL.map(|kind| match patterns {
         None => kind.by_default(),
         Some(list) => list.iter().any(|p| wildcard(p.trim(), kind.name())),
@@ -525,20 +533,30 @@ mod tests {
 
     #[test]
     fn scenarios_are_selected_by_name_and_the_default_mix_is_unchanged() {
-        assert_eq!(selected(None), [true, true, true, false, false]);
+        assert_eq!(selected(None), [true, true, true, false, false, false]);
         let only = |list: &[&str]| {
             let v: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
             selected(Some(&v))
         };
-        assert_eq!(only(&["connections"]), [false, false, false, true, false]);
-        assert_eq!(only(&["chat", "login"]), [true, false, false, false, true]);
-        assert_eq!(only(&["*"]), [true; 5]);
-        assert_eq!(only(&["h*"]), [false, true, true, false, false]);
-        assert_eq!(only(&["*o*n*"]), [false, false, false, true, true]);
-        assert_eq!(only(&["conn"]), [false; 5]);
-        assert_eq!(only(&["conn*s"]), [false, false, false, true, false]);
+        assert_eq!(
+            only(&["connections"]),
+            [false, false, false, true, false, false]
+        );
+        assert_eq!(
+            only(&["chat", "login"]),
+            [true, false, false, false, true, false]
+        );
+        assert_eq!(only(&["*"]), [true; KINDS]);
+        assert_eq!(only(&["h*"]), [false, true, true, false, false, false]);
+        assert_eq!(only(&["*o*n*"]), [false, false, false, true, true, false]);
+        assert_eq!(only(&["conn"]), [false; KINDS]);
+        assert_eq!(only(&["conn*s"]), [false, false, false, true, false, false]);
+        assert_eq!(only(&["rooms"]), [false, false, false, false, false, true]);
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["chat", "history", "http", "connections", "login"]);
+        assert_eq!(
+            names,
+            ["chat", "history", "http", "connections", "login", "rooms"]
+        );
         for (i, kind) in Kind::ALL.iter().enumerate() {
             assert_eq!(kind.index(), i);
         }

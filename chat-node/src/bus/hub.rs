@@ -617,6 +617,17 @@ impl Hub {
         self.notify_changed();
     }
 
+    /// The user is no longer in these rooms (found at set-up, after their channels were
+    /// followed).
+    pub fn leave_rooms(&self, user_id: i64, rooms: &[i64]) {
+        let mut reg = self.registry();
+        for room_id in rooms {
+            reg.leave_room(*room_id, user_id);
+        }
+        drop(reg);
+        self.notify_changed();
+    }
+
     /// Whether the node's view has the (connected) user in the room.
     pub fn is_member(&self, user_id: i64, room_id: i64) -> bool {
         self.registry()

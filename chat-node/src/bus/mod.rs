@@ -4,10 +4,12 @@
 //! contract between them: channel names ([`channel`]) and the envelope ([`envelope`]).
 //!
 //! Every user has a channel carrying their messages, typing and logout events, and a
-//! presence channel. A node subscribes to the user channels of its connected users and the
-//! presence channels its sockets watch, all on one subscriber connection. Publishing a
-//! message costs two PUBLISH calls whatever the number of nodes, and Redis hands it only
-//! to the nodes that hold one of the two users.
+//! presence channel; every room has a channel carrying its messages, typing and
+//! membership changes. A node subscribes to the user channels of its connected users, the
+//! room channels of their rooms and the presence channels its sockets watch, all on one
+//! subscriber connection. Publishing a one-to-one message costs two PUBLISH calls and a
+//! room message one, whatever the number of nodes or members, and Redis hands it only to
+//! the nodes that hold someone it is for.
 
 pub mod channel;
 pub mod directory;

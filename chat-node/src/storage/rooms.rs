@@ -497,6 +497,18 @@ impl Db {
         .await
     }
 
+    /// The ids of every room `user_id` belongs to.
+    pub async fn room_ids(&self, user_id: i64) -> Result<Vec<i64>, StoreError> {
+        self.run(async |conn| {
+            room_members::table
+                .filter(room_members::user_id.eq(user_id))
+                .select(room_members::room_id)
+                .load(conn)
+                .await
+        })
+        .await
+    }
+
     /// The channels of every room `user_id` belongs to, for `sync`.
     pub async fn room_channels(&self, user_id: i64) -> Result<Vec<i64>, StoreError> {
         self.run(async |conn| {

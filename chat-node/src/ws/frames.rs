@@ -22,6 +22,7 @@ use crate::bus::directory::listing;
 use crate::bus::{frame_text, Closing, ConnId, Frame};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::storage::rooms::Room;
 use crate::storage::users::User;
 use crate::storage::writer::{NewMessage, Recipient, Stored};
 
@@ -120,12 +121,10 @@ impl Connection {
                 .follow_head(self.id, &head, listed.cutoff, &listed.beyond);
             listed.names
         };
-        let rooms = state.db.rooms_of(self.me.id).await?;
-        let room_ids: Vec<i64> = rooms.iter().map(|r| r.id).collect();
-        state.hub.join_rooms(self.me.id, &room_ids);
         if !state.hub.flush().await {
             return Err(AppError::SubscriberNotReady);
         }
+        let rooms = self.follow_rooms().await?;
         let transition = state.presence.transition(self.me.id).await;
         if state
             .presence
@@ -152,6 +151,29 @@ impl Connection {
             update_users(&names, &online, &unread_by_name)?,
             frame_text(&ServerFrame::Rooms { rooms })?,
         ])
+    }
+
+    /// The user's rooms, with their channels followed. Read once the user's channel is
+    /// followed, so a room created meanwhile still arrives (as a `room` frame); read again
+    /// once the rooms' channels are followed, so a removal in between is not missed.
+    async fn follow_rooms(&self) -> Result<Vec<Room>, AppError> {
+        let state = &self.state;
+        let mut rooms = state.db.rooms_of(self.me.id).await?;
+        if rooms.is_empty() {
+            return Ok(rooms);
+        }
+        let ids: Vec<i64> = rooms.iter().map(|r| r.id).collect();
+        state.hub.join_rooms(self.me.id, &ids);
+        if !state.hub.flush().await {
+            return Err(AppError::SubscriberNotReady);
+        }
+        let still = state.db.room_ids(self.me.id).await?;
+        let gone: Vec<i64> = ids.into_iter().filter(|id| !still.contains(id)).collect();
+        if !gone.is_empty() {
+            state.hub.leave_rooms(self.me.id, &gone);
+            rooms.retain(|r| still.contains(&r.id));
+        }
+        Ok(rooms)
     }
 
     /// The reply for this socket alone, if any; deliveries to others go through the bus.

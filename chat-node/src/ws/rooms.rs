@@ -3,6 +3,8 @@
 //! (`storage::rooms`); the answer, a `room` frame with the request's `clientId` as `ref`,
 //! reaches the sender's sockets through that announcement, like every member's.
 
+use std::collections::HashSet;
+
 use bytestring::ByteString;
 use chat_common::ErrorCode;
 
@@ -89,9 +91,19 @@ impl Connection {
         Ok(None)
     }
 
-    /// Every named user, or `unknown_user` for the first that does not exist.
+    /// Every named user, or `unknown_user` for the first that does not exist. A list
+    /// naming more users than a room may hold is `room_full` before any is looked up, so
+    /// a 64 KiB frame of names costs no thousands of queries.
     async fn resolve_all(&self, names: &[String]) -> Result<Vec<User>, AppError> {
-        let mut users = Vec::with_capacity(names.len());
+        let max = self.state.limits.rooms.max_members;
+        let distinct: HashSet<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        if distinct.len() > max {
+            return Err(AppError::client(
+                ErrorCode::RoomFull,
+                format!("a room has at most {max} members"),
+            ));
+        }
+        let mut users = Vec::with_capacity(distinct.len());
         for name in names {
             users.push(self.state.resolve_user(name).await?);
         }

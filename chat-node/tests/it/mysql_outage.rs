@@ -52,7 +52,7 @@ impl Log {
                 let id = m["id"].as_i64().expect("numeric id");
                 self.acks.entry(cid).or_default().push((id, now));
             }
-            Some("chatMessage" | "presence" | "updateUsers") => {}
+            Some("chatMessage" | "presence" | "updateUsers" | "rooms") => {}
             Some("error") if frame["code"] == "unavailable" && frame["ref"].is_string() => {
                 let cid = frame["ref"].as_str().unwrap_or("").to_owned();
                 self.unavailable.entry(cid).or_default().push(now);

@@ -288,7 +288,7 @@ fn handle(ctx: &Ctx, frame: &Value) -> Vec<Value> {
                 log.answer(cid, Answer::Unavailable);
             }
         }
-        Some("updateUsers" | "presence" | "typing" | "doneTyping") => {}
+        Some("updateUsers" | "rooms" | "presence" | "typing" | "doneTyping") => {}
         _ => log.unexpected.push(frame.clone()),
     }
     Vec::new()
