@@ -110,6 +110,14 @@ Environment:
   LOADTEST_RSS_SETTLE_MS=<ms>         pause before the second RSS reading (default 3000)
   LOADTEST_CONNECT_LOG=<file>         connections: write connect latencies (us), one a line
   LOADTEST_LOGIN_PAUSE_MS=<ms>|<min>-<max>   login: pause between logins (default 1000)
+  LOADTEST_SEEDED_USERS=<d>           connections: user n logs in as seeded user n mod d
+                                      (more sockets than users: several tabs each)
+  LOADTEST_RECONNECT_HOSTS=<url>,...  connections: nodes a socket reconnects to (default
+                                      LOADTEST_HOSTS); after a 1012 it moves to the next
+  LOADTEST_RESYNC_TARGET=<n>          connections: print `all_resynced:` once n sockets
+                                      reconnected and finished their sync walk
+  LOADTEST_SYNC_EXPECT=<k>            connections: count reconnected sockets that had
+                                      received exactly / fewer / more than k messages
 
 Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, login.sh, seed.sh.
 
@@ -671,6 +679,7 @@ async fn run() -> Result<(), String> {
         .map_err(|_| "settings set twice".to_owned())?;
     if ran[Kind::Connections.index()] {
         connections::watch(own_sockets);
+        connections::watch_resync(env_number("LOADTEST_RESYNC_TARGET")?);
     }
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
     // connections and login keep the session cookie themselves: one client shared by every
