@@ -728,7 +728,7 @@ pub fn report() -> Vec<String> {
         ),
         format!(
             "opened: sockets {} failed {} login_failed {} retried_503 {} retried_1013 {} \
-             login_retried_503 {} \
+             login_retried_503 {} login_retried_no_answer {} \
              reconnects {} reconnect_p50_ms {} reconnect_failures {} gave_up {} \
              first_login_to_last_open_s {span}",
             load(&TOTALS.opened),
@@ -737,6 +737,7 @@ pub fn report() -> Vec<String> {
             load(&TOTALS.retried_503),
             load(&TOTALS.retried_1013),
             load(&login::TOTALS.retried_503),
+            load(&login::TOTALS.retried_transport),
             load(&TOTALS.reconnects),
             reconnect_p50,
             load(&TOTALS.reconnect_failures),

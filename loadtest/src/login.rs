@@ -53,6 +53,9 @@ pub struct Sample {
 pub struct Totals {
     /// Logins and registrations answered 503 and tried again (both scenarios).
     pub retried_503: AtomicU64,
+    /// Logins that got no answer (connection refused, reset, timed out) and were tried
+    /// again (`connections` only).
+    pub retried_transport: AtomicU64,
     pub registered: AtomicU64,
     pub samples: Mutex<Vec<Sample>>,
 }
@@ -192,10 +195,16 @@ pub async fn log_in(
                 TOTALS.retried_503.fetch_add(1, Ordering::Relaxed);
                 wait_out(n, attempt, answer.retry_after).await;
             }
+            // No answer at all (a connection refused or reset while the node's accept
+            // queue overflows in a connect storm): a browser would try again too.
+            Err(_) => {
+                TOTALS.retried_transport.fetch_add(1, Ordering::Relaxed);
+                wait_out(n, attempt, None).await;
+            }
             _ => return Err(fail(format!("login {name}: {}", describe(&answer)))),
         }
     }
-    Err(fail(format!("login {name}: 503 {MAX_ATTEMPTS} times")))
+    Err(fail(format!("login {name}: no 200 in {MAX_ATTEMPTS} attempts")))
 }
 
 /// Who a `login` user is.
