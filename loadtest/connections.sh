@@ -93,6 +93,13 @@ PIDS_CSV="$(IFS=,; echo "${NODE_PIDS[*]}")"
 
 NODE="http://127.0.0.1:${PORTS[0]}" PREFIX="$PREFIX" loadtest/seed.sh "$DB" "$USERS" | tee "$OUT/seed.txt"
 
+# The script's own RSS baseline (the generator's `rss:` line needs every socket open; this
+# one is printed even when some never opened), and the kernel's TCP memory (pages).
+rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss0=()
+for pid in "${NODE_PIDS[@]}"; do rss0+=("$(rss_kib "$pid")"); done
+tcp_pages0=$(awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat)
+
 # Generator processes: one up to SPLIT sockets, else two, the second after the first's users.
 if [ "$SOCKETS" -gt "$SPLIT" ]; then
   FIRST=$(( (SOCKETS + 1) / 2 ))
@@ -174,6 +181,9 @@ for k in "${!before[@]}"; do
     'BEGIN { printf "%.1f", 100 * d / t / s }')")
 done
 read -r -a final <<<"$(per_node)"
+rss1=()
+for pid in "${NODE_PIDS[@]}"; do rss1+=("$(rss_kib "$pid")"); done
+tcp_pages1=$(awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat)
 
 for pid in "${GEN_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
 for pid in "${GEN_PIDS[@]}"; do wait "$pid" || echo "generator $pid exit $?" >&2; done
@@ -197,6 +207,12 @@ for port in "${PORTS[@]}"; do
   i=$(( i + 1 ))
 done
 grep -h '^rss: not measured' "$OUT/gen-1.txt" || true
+i=0
+for port in "${PORTS[@]}"; do
+  echo "script's reading, node :$port: RSS ${rss0[$i]} KiB before the generators, ${rss1[$i]} KiB after the CPU sample with ${final[$i]:-0} sockets: $(awk -v a="${rss0[$i]}" -v b="${rss1[$i]}" -v n="${final[$i]:-0}" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n; else print "-" }') KiB per socket"
+  i=$(( i + 1 ))
+done
+echo "kernel TCP memory (sockstat, whole machine): $tcp_pages0 -> $tcp_pages1 pages of 4 KiB"
 g=0
 for users in "${GENS[@]}"; do
   echo "generator $(( g + 1 )) ($users users): CPU ${cpu[$(( ${#PORTS[@]} + g ))]}% of a core during the sample"

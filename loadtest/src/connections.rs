@@ -65,6 +65,8 @@ pub struct Totals {
     pub connect_us: Mutex<Vec<u64>>,
     pub retried_503: AtomicU64,
     pub retried_1013: AtomicU64,
+    /// First connects that failed otherwise (5xx, reset, timeout) and were tried again.
+    pub retried_other: AtomicU64,
     /// `presence` frames that came before a socket's `updateUsers` (PROTOCOL.md sends
     /// `updateUsers` first); tolerated, counted.
     pub presence_first: AtomicU64,
@@ -564,6 +566,7 @@ async fn connect(
     target: &Arc<Target>,
 ) -> Result<Socket, Box<TransactionError>> {
     let mut attempt = 0;
+    let mut last_error = String::from("refused (503 or 1013)");
     loop {
         let started = Instant::now();
         let end = &target.endpoints[target.first];
@@ -588,17 +591,18 @@ async fn connect(
                 TOTALS.retried_1013.fetch_add(1, Ordering::Relaxed);
                 None
             }
+            // Anything else (a 5xx while a starved node's Redis pool times out, a reset):
+            // tried again like a refusal, as the browser client does, and counted.
             Err(OpenError::Other(e)) => {
-                TOTALS.failed.fetch_add(1, Ordering::Relaxed);
-                user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
-                    .await?;
-                return Err(fail(format!("{}: {e}", target.name)));
+                TOTALS.retried_other.fetch_add(1, Ordering::Relaxed);
+                last_error = e;
+                None
             }
         };
         attempt += 1;
         if attempt >= MAX_ATTEMPTS {
             TOTALS.failed.fetch_add(1, Ordering::Relaxed);
-            let e = format!("refused {attempt} times (503 or 1013)");
+            let e = format!("no socket in {attempt} attempts; the last: {last_error}");
             user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
                 .await?;
             return Err(fail(format!("{}: {e}", target.name)));
@@ -728,7 +732,7 @@ pub fn report() -> Vec<String> {
         ),
         format!(
             "opened: sockets {} failed {} login_failed {} retried_503 {} retried_1013 {} \
-             login_retried_503 {} login_retried_no_answer {} \
+             retried_other {} login_retried_503 {} login_retried_no_answer_or_5xx {} \
              reconnects {} reconnect_p50_ms {} reconnect_failures {} gave_up {} \
              first_login_to_last_open_s {span}",
             load(&TOTALS.opened),
@@ -736,6 +740,7 @@ pub fn report() -> Vec<String> {
             load(&TOTALS.login_failed),
             load(&TOTALS.retried_503),
             load(&TOTALS.retried_1013),
+            load(&TOTALS.retried_other),
             load(&login::TOTALS.retried_503),
             load(&login::TOTALS.retried_transport),
             load(&TOTALS.reconnects),

@@ -53,8 +53,8 @@ pub struct Sample {
 pub struct Totals {
     /// Logins and registrations answered 503 and tried again (both scenarios).
     pub retried_503: AtomicU64,
-    /// Logins that got no answer (connection refused, reset, timed out) and were tried
-    /// again (`connections` only).
+    /// Logins that got no answer (connection refused, reset, timed out) or a 5xx other
+    /// than 503, and were tried again (`connections` only).
     pub retried_transport: AtomicU64,
     pub registered: AtomicU64,
     pub samples: Mutex<Vec<Sample>>,
@@ -196,8 +196,9 @@ pub async fn log_in(
                 wait_out(n, attempt, answer.retry_after).await;
             }
             // No answer at all (a connection refused or reset while the node's accept
-            // queue overflows in a connect storm): a browser would try again too.
-            Err(_) => {
+            // queue overflows in a connect storm), or a 5xx (a dependency timed out on a
+            // starved machine): a browser would try again too.
+            Err(_) | Ok(500..=599) => {
                 TOTALS.retried_transport.fetch_add(1, Ordering::Relaxed);
                 wait_out(n, attempt, None).await;
             }
