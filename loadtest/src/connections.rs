@@ -546,10 +546,23 @@ fn endpoints(own: &str, hosts: &[String]) -> Result<(Vec<Endpoint>, usize), Box<
 pub fn watch_resync(target: Option<u64>) {
     let Some(target) = target else { return };
     tokio::spawn(async move {
+        let mut printed = 0;
+        let mut ticks = 0u32;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if TOTALS.resynced.load(Ordering::Relaxed) >= target {
+            let n = TOTALS.resynced.load(Ordering::Relaxed);
+            if n >= target {
                 break;
+            }
+            // Progress once a second, for a script whose target moved (sockets that never
+            // opened): `resynced: sockets n unix_ms <last sync walk's end>`.
+            ticks += 1;
+            if ticks % 20 == 0 && n != printed {
+                printed = n;
+                println!(
+                    "resynced: sockets {n} unix_ms {}",
+                    TOTALS.last_resync_ms.load(Ordering::Relaxed)
+                );
             }
         }
         println!(
