@@ -17,8 +17,10 @@
 # idle CPU per node (% of one core).
 #
 # DIRECTORY: `all` (default) seeds N users and holds N sockets; a number D seeds D users
-# and holds min(N, D) sockets (DIRECTORY=500 with N=500: the small-directory point, where
-# every socket lists, and follows the presence of, every user).
+# and holds N sockets: with N > D user n logs in as seeded user n mod D, so each user
+# holds several sockets like several tabs (the nodes' per-user socket limit is raised to
+# fit). DIRECTORY=500: the small-directory points, where every socket lists, and follows
+# the presence of, every user.
 # Env: PORTS (default 9281,9282; each node's /metrics listens 10 ports higher), SOURCES (source addresses, default 8), RATE (users
 # started per second per generator, default 1000), SPLIT (above this many sockets two
 # generator processes share them, default 9000), PREFIX (seeded names, default ls),
@@ -45,8 +47,9 @@ RSS_SETTLE_MS="${RSS_SETTLE_MS:-3000}"
 case "$DIRECTORY" in
   all) USERS="$N" SOCKETS="$N" ;;
   *[!0-9]*|'') echo "DIRECTORY is 'all' or a number of users" >&2; exit 2 ;;
-  *) USERS="$DIRECTORY" SOCKETS=$(( N < DIRECTORY ? N : DIRECTORY )) ;;
+  *) USERS="$DIRECTORY" SOCKETS="$N" ;;
 esac
+TABS=$(( (SOCKETS + USERS - 1) / USERS ))
 OPEN_TIMEOUT="${OPEN_TIMEOUT:-$(( 120 + SOCKETS / 50 ))}"
 
 ulimit -n "$(ulimit -Hn)"
@@ -61,11 +64,21 @@ if [ -z "${CHAT_NODE_BIN:-}" ]; then
   cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
   CHAT_NODE_BIN="$OUT/chat-node"
 fi
-cargo build --release -p loadtest
-LT="$CARGO_TARGET_DIR/release/loadtest"
+# LOADTEST_BIN: a generator binary instead of this tree's release build. (`cargo build
+# -p chat-node` and `-p loadtest` apart resolve features apart: building both at once
+# once, then passing CHAT_NODE_BIN and LOADTEST_BIN, saves a second build of the deps.)
+if [ -z "${LOADTEST_BIN:-}" ]; then
+  cargo build --release -p loadtest
+  LOADTEST_BIN="$CARGO_TARGET_DIR/release/loadtest"
+fi
+LT="$LOADTEST_BIN"
 
 HOSTS=""
 METRICS=""
+if [ "$TABS" -gt 1 ]; then
+  # Users hold TABS sockets each, spread over the nodes; the default limit is 10 a node.
+  NODE_ENV+=(CHAT_WS_MAX_SOCKETS_PER_USER=$(( TABS + 10 )))
+fi
 for port in "${PORTS[@]}"; do
   HOSTS+="${HOSTS:+,}http://127.0.0.1:$port"
   METRICS+="${METRICS:+,}http://127.0.0.1:$(( port + 10 ))"
@@ -79,6 +92,13 @@ done
 PIDS_CSV="$(IFS=,; echo "${NODE_PIDS[*]}")"
 
 NODE="http://127.0.0.1:${PORTS[0]}" PREFIX="$PREFIX" loadtest/seed.sh "$DB" "$USERS" | tee "$OUT/seed.txt"
+
+# The script's own RSS baseline (the generator's `rss:` line needs every socket open; this
+# one is printed even when some never opened), and the kernel's TCP memory (pages).
+rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss0=()
+for pid in "${NODE_PIDS[@]}"; do rss0+=("$(rss_kib "$pid")"); done
+tcp_pages0=$(awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat)
 
 # Generator processes: one up to SPLIT sockets, else two, the second after the first's users.
 if [ "$SOCKETS" -gt "$SPLIT" ]; then
@@ -101,7 +121,7 @@ for users in "${GENS[@]}"; do
            LOADTEST_RSS_SETTLE_MS="$RSS_SETTLE_MS")
   fi
   env LOADTEST_HOSTS="$HOSTS" LOADTEST_RUN="c$TAG" LOADTEST_SEEDED="$PREFIX" \
-    LOADTEST_USER_OFFSET="$offset" LOADTEST_SOURCES="$SOURCES" \
+    LOADTEST_USER_OFFSET="$offset" LOADTEST_SOURCES="$SOURCES" LOADTEST_SEEDED_USERS="$USERS" \
     LOADTEST_CONNECT_LOG="$OUT/connect-$g.us" "${extra[@]}" \
     "$LT" --host "http://127.0.0.1:${PORTS[0]}" --scenarios connections \
       --users "$users" --increase-rate "$RATE" --run-time 2h \
@@ -142,6 +162,8 @@ echo "open: ${counts[*]} (${open_s:-not all} s after the generators started)"
 
 # The generator reads RSS RSS_SETTLE_MS after all are open; sample CPU after that.
 sleep "$(awk -v ms="$RSS_SETTLE_MS" 'BEGIN { print ms / 1000 + 1 }')"
+# The machine is shared: what else ran while CPU was sampled.
+{ date -u; uptime; top -b -n1 -w 200 | head -30; } >"$OUT/top.txt" 2>&1 || true
 tck=$(getconf CLK_TCK)
 before=()
 for pid in "${NODE_PIDS[@]}" "${GEN_PIDS[@]}"; do before+=("$(node_cpu_ticks "$pid" 2>/dev/null || echo 0)"); done
@@ -159,6 +181,9 @@ for k in "${!before[@]}"; do
     'BEGIN { printf "%.1f", 100 * d / t / s }')")
 done
 read -r -a final <<<"$(per_node)"
+rss1=()
+for pid in "${NODE_PIDS[@]}"; do rss1+=("$(rss_kib "$pid")"); done
+tcp_pages1=$(awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat)
 
 for pid in "${GEN_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
 for pid in "${GEN_PIDS[@]}"; do wait "$pid" || echo "generator $pid exit $?" >&2; done
@@ -182,10 +207,18 @@ for port in "${PORTS[@]}"; do
   i=$(( i + 1 ))
 done
 grep -h '^rss: not measured' "$OUT/gen-1.txt" || true
+i=0
+for port in "${PORTS[@]}"; do
+  echo "script's reading, node :$port: RSS ${rss0[$i]} KiB before the generators, ${rss1[$i]} KiB after the CPU sample with ${final[$i]:-0} sockets: $(awk -v a="${rss0[$i]}" -v b="${rss1[$i]}" -v n="${final[$i]:-0}" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n; else print "-" }') KiB per socket"
+  i=$(( i + 1 ))
+done
+echo "kernel TCP memory (sockstat, whole machine): $tcp_pages0 -> $tcp_pages1 pages of 4 KiB"
 g=0
 for users in "${GENS[@]}"; do
   echo "generator $(( g + 1 )) ($users users): CPU ${cpu[$(( ${#PORTS[@]} + g ))]}% of a core during the sample"
   g=$(( g + 1 ))
 done
+echo "load during the CPU sample: $(sed -n 2p "$OUT/top.txt"); top snapshot in $OUT/top.txt:"
+sed -n '8,22p' "$OUT/top.txt" | sed 's/^/  /'
 echo "time to open all: ${open_s:-not all} s (generators started -> last socket past its updateUsers; users started at $RATE/s per generator, so at least $(( (SOCKETS + ${#GENS[@]} * RATE - 1) / (${#GENS[@]} * RATE) )) s)"
 echo "connect (upgrade + updateUsers) ms: n $(wc -l <"$OUT/connect.us") p50 $(pct 50) p99 $(pct 99) max $(pct 100)"

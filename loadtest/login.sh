@@ -34,8 +34,14 @@ if [ -z "${CHAT_NODE_BIN:-}" ]; then
   cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
   CHAT_NODE_BIN="$OUT/chat-node"
 fi
-cargo build --release -p loadtest
-LT="$CARGO_TARGET_DIR/release/loadtest"
+# LOADTEST_BIN: a generator binary instead of this tree's release build. (`cargo build
+# -p chat-node` and `-p loadtest` apart resolve features apart: building both at once
+# once, then passing CHAT_NODE_BIN and LOADTEST_BIN, saves a second build of the deps.)
+if [ -z "${LOADTEST_BIN:-}" ]; then
+  cargo build --release -p loadtest
+  LOADTEST_BIN="$CARGO_TARGET_DIR/release/loadtest"
+fi
+LT="$LOADTEST_BIN"
 
 HOSTS=""
 for port in "${PORTS[@]}"; do HOSTS+="${HOSTS:+,}http://127.0.0.1:$port"; done
@@ -47,7 +53,7 @@ for port in "${PORTS[@]}"; do
 done
 
 LOADTEST_HOSTS="$HOSTS" LOADTEST_RUN="l$TAG" LOADTEST_LOGIN_PAUSE_MS="$PAUSE_MS" \
-  "$CARGO_TARGET_DIR/release/loadtest" --host "http://127.0.0.1:${PORTS[0]}" \
+  "$LT" --host "http://127.0.0.1:${PORTS[0]}" \
     --scenarios login --users "$USERS" --increase-rate "$RATE" --run-time "$RUN_TIME" \
     --report-file "$OUT/report.json" >"$OUT/loadtest.txt" 2>&1 || echo "loadtest exit $?" >&2
 

@@ -7,7 +7,12 @@
 //! - A held socket behaves like an idle browser tab: its task keeps reading (tungstenite
 //!   answers the server's pings while it reads), sends a WebSocket ping every 20 s, and
 //!   when the server closes it (say 1013 "too slow" in a presence storm) opens it again
-//!   after a jittered backoff; such closes and reconnects are counted.
+//!   after a jittered backoff; such closes and reconnects are counted. As the browser
+//!   client does: after a 1012 (the node drains) the first attempt is spread over a
+//!   second and goes to another node (`LOADTEST_RECONNECT_HOSTS`, default
+//!   `LOADTEST_HOSTS`; an attempt that fails otherwise than by a refusal also moves on),
+//!   and once open again the socket `sync`s from the highest message id it has seen,
+//!   paging while `hasMore`, before it counts as back ([`resync`]).
 //! - An upgrade refused with 503, or a socket closed with 1013 before its `updateUsers`
 //!   (admission control), is tried again after a jittered backoff that honours
 //!   `Retry-After`; such retries are counted, not failed. A login answered 503 likewise.
@@ -60,6 +65,8 @@ pub struct Totals {
     pub connect_us: Mutex<Vec<u64>>,
     pub retried_503: AtomicU64,
     pub retried_1013: AtomicU64,
+    /// First connects that failed otherwise (5xx, reset, timeout) and were tried again.
+    pub retried_other: AtomicU64,
     /// `presence` frames that came before a socket's `updateUsers` (PROTOCOL.md sends
     /// `updateUsers` first); tolerated, counted.
     pub presence_first: AtomicU64,
@@ -71,6 +78,18 @@ pub struct Totals {
     pub reconnect_us: Mutex<Vec<u64>>,
     pub reconnect_failures: AtomicU64,
     pub gave_up: AtomicU64,
+    /// Reconnected sockets whose `sync` walk finished, the time from the server's close
+    /// to that (µs), messages they received (distinct ids) by `sync`, and sync walks that
+    /// failed. With `LOADTEST_SYNC_EXPECT=k`: tabs that had received exactly, fewer or
+    /// more than `k` messages in all when their walk ended.
+    pub resynced: AtomicU64,
+    pub resync_us: Mutex<Vec<u64>>,
+    pub synced_messages: AtomicU64,
+    pub sync_failed: AtomicU64,
+    pub sync_exact: AtomicU64,
+    pub sync_short: AtomicU64,
+    pub sync_extra: AtomicU64,
+    pub last_resync_ms: AtomicU64,
     pub closed_by_server: AtomicU64,
     pub close_codes: Mutex<HashMap<String, u64>>,
     pub text_frames: AtomicU64,
@@ -231,14 +250,41 @@ async fn first_frame(ws: &mut Stream) -> Result<(), OpenError> {
     Err(OpenError::Other("socket closed before updateUsers".into()))
 }
 
+/// How a held socket ended.
+enum Ended {
+    /// We closed it (the run ends).
+    ByUs,
+    /// The server closed it (with this code, if any) or the connection broke.
+    ByServer(Option<u16>),
+}
+
+/// What one tab has seen of its messages: the ids received (live or by `sync`), whose
+/// highest is its `sync` cursor.
+#[derive(Default)]
+struct Seen {
+    ids: std::collections::BTreeSet<i64>,
+}
+
+impl Seen {
+    fn cursor(&self) -> i64 {
+        self.ids.last().copied().unwrap_or(0)
+    }
+}
+
+/// The id of a `chatMessage` frame's message, without a full parse.
+fn message_id(text: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get("message")?.get("id")?.as_i64()
+}
+
 /// Owns one open socket until told to stop or the server closes it: reads every frame,
-/// pings every [`PING_EVERY`], and counts what the server does. True when we closed it.
-async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>) -> bool {
+/// pings every [`PING_EVERY`], and counts what the server does.
+async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>, seen: &mut Seen) -> Ended {
     TOTALS.held.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = ws.split();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let by_us = loop {
+    let ended = loop {
         tokio::select! {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
@@ -247,6 +293,10 @@ async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>) -> bool {
                     TOTALS.text_frames.fetch_add(1, Ordering::Relaxed);
                     if t.as_str().contains(r#""type":"presence""#) {
                         TOTALS.presence_frames.fetch_add(1, Ordering::Relaxed);
+                    } else if t.as_str().contains(r#""type":"chatMessage""#) {
+                        if let Some(id) = message_id(t.as_str()) {
+                            seen.ids.insert(id);
+                        }
                     } else if t.as_str().contains(r#""type":"error""#) {
                         TOTALS.error_frames.fetch_add(1, Ordering::Relaxed);
                     }
@@ -258,20 +308,21 @@ async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>) -> bool {
                     TOTALS.pongs.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or_else(|| "none".into(), |f| u16::from(f.code).to_string());
-                    *lock(&TOTALS.close_codes).entry(code).or_default() += 1;
-                    break false;
+                    let code = frame.map(|f| u16::from(f.code));
+                    let key = code.map_or_else(|| "none".into(), |c| c.to_string());
+                    *lock(&TOTALS.close_codes).entry(key).or_default() += 1;
+                    break Ended::ByServer(code);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     *lock(&TOTALS.close_codes).entry(format!("error: {e}")).or_default() += 1;
-                    break false;
+                    break Ended::ByServer(None);
                 }
-                None => break false,
+                None => break Ended::ByServer(None),
             },
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break false;
+                    break Ended::ByServer(None);
                 }
                 TOTALS.pings_sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -281,40 +332,143 @@ async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>) -> bool {
                     while let Some(Ok(_)) = stream.next().await {}
                 })
                 .await;
-                break true;
+                break Ended::ByUs;
             }
         }
     };
-    if !by_us {
+    if !matches!(ended, Ended::ByUs) {
         TOTALS.closed_by_server.fetch_add(1, Ordering::Relaxed);
     }
     TOTALS.held.fetch_sub(1, Ordering::Relaxed);
-    by_us
+    ended
+}
+
+/// A `sync` walk of a reconnected socket may take this long before it counts as failed.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
+/// Messages asked for per `sync` page (the protocol's largest).
+const SYNC_LIMIT: u32 = 500;
+
+/// After a reconnect, as the browser client does: `sync` from the highest id seen, paging
+/// while `hasMore`. Messages that arrive live meanwhile count too (ids are distinct).
+async fn resync(ws: &mut Stream, seen: &mut Seen) -> Result<u64, String> {
+    tokio::time::timeout(SYNC_WAIT, sync_walk(ws, seen))
+        .await
+        .map_err(|_| "sync walk took too long".to_owned())?
+}
+
+async fn sync_walk(ws: &mut Stream, seen: &mut Seen) -> Result<u64, String> {
+    {
+        let mut fresh = 0u64;
+        let mut after = seen.cursor();
+        loop {
+            let frame = format!(r#"{{"type":"sync","after":{after},"limit":{SYNC_LIMIT}}}"#);
+            ws.send(Message::text(frame))
+                .await
+                .map_err(|e| format!("send sync: {e}"))?;
+            let more = loop {
+                let msg = ws
+                    .next()
+                    .await
+                    .ok_or("closed during sync")?
+                    .map_err(|e| format!("read during sync: {e}"))?;
+                let Message::Text(t) = msg else {
+                    if let Message::Close(f) = msg {
+                        return Err(format!("closed during sync: {:?}", f.map(|f| u16::from(f.code))));
+                    }
+                    continue;
+                };
+                let t = t.as_str();
+                if t.contains(r#""type":"chatMessage""#) {
+                    if let Some(id) = message_id(t) {
+                        if seen.ids.insert(id) {
+                            fresh += 1;
+                        }
+                    }
+                    continue;
+                }
+                if t.contains(r#""type":"error""#) {
+                    return Err(format!("error frame during sync: {}", t.chars().take(160).collect::<String>()));
+                }
+                if !t.contains(r#""type":"sync""#) {
+                    continue;
+                }
+                let v: serde_json::Value =
+                    serde_json::from_str(t).map_err(|e| format!("sync answer: {e}"))?;
+                for m in v["messages"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    if let Some(id) = m["id"].as_i64() {
+                        if seen.ids.insert(id) {
+                            fresh += 1;
+                        }
+                        after = after.max(id);
+                    }
+                }
+                break v["hasMore"].as_bool().unwrap_or(false);
+            };
+            if !more {
+                return Ok(fresh);
+            }
+        }
+    }
 }
 
 /// One browser tab: holds the socket and, when the server closes it, opens it again after
-/// a jittered backoff (0.5-1.5 s, doubling to 8 s; a refusal's `Retry-After` is a floor),
-/// as a client that then `sync`s would. Ends when told to stop, or after
-/// [`MAX_ATTEMPTS`] failed reconnects in a row.
+/// a jittered backoff (0.5-1.5 s, doubling to 8 s; a refusal's `Retry-After` is a floor;
+/// after a 1012, 0-1 s and another node), then `sync`s, as the browser client does. Ends
+/// when told to stop, or after [`MAX_ATTEMPTS`] failed reconnects in a row.
 async fn tab(first: Stream, target: Arc<Target>, mut stop: oneshot::Receiver<()>) {
     let mut ws = first;
+    let mut seen = Seen::default();
+    let mut at = target.first;
     loop {
-        if hold(ws, &mut stop).await {
-            return;
+        let code = match hold(ws, &mut stop, &mut seen).await {
+            Ended::ByUs => return,
+            Ended::ByServer(code) => code,
+        };
+        let closed = Instant::now();
+        let draining = code == Some(1012);
+        if draining {
+            at = (at + 1) % target.endpoints.len();
         }
         let mut attempt = 0;
         let mut retry_after = None;
         ws = loop {
-            let wait = plan::backoff(attempt + 2, retry_after, jitter_now(target.n, attempt));
+            let wait = if draining && attempt == 0 {
+                Duration::from_secs_f64(jitter_now(target.n, attempt))
+            } else {
+                plan::backoff(attempt + 2, retry_after, jitter_now(target.n, attempt))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = &mut stop => return,
             }
             let started = Instant::now();
-            match open(&target.url, target.node, target.source, &target.cookie).await {
-                Ok(ws) => {
+            let end = &target.endpoints[at];
+            match open(&end.url, end.node, target.source, &target.cookie).await {
+                Ok(mut ws) => {
                     TOTALS.reconnects.fetch_add(1, Ordering::Relaxed);
                     lock(&TOTALS.reconnect_us).push(started.elapsed().as_micros() as u64);
+                    match resync(&mut ws, &mut seen).await {
+                        Ok(fresh) => {
+                            TOTALS.synced_messages.fetch_add(fresh, Ordering::Relaxed);
+                            lock(&TOTALS.resync_us).push(closed.elapsed().as_micros() as u64);
+                            if let Some(k) = target.sync_expect {
+                                let n = seen.ids.len() as u64;
+                                let which = match n.cmp(&k) {
+                                    std::cmp::Ordering::Equal => &TOTALS.sync_exact,
+                                    std::cmp::Ordering::Less => &TOTALS.sync_short,
+                                    std::cmp::Ordering::Greater => &TOTALS.sync_extra,
+                                };
+                                which.fetch_add(1, Ordering::Relaxed);
+                            }
+                            TOTALS
+                                .last_resync_ms
+                                .fetch_max(crate::window::now_ms(), Ordering::Relaxed);
+                            TOTALS.resynced.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            TOTALS.sync_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     break ws;
                 }
                 Err(OpenError::Refused(after)) => {
@@ -328,6 +482,7 @@ async fn tab(first: Stream, target: Arc<Target>, mut stop: oneshot::Receiver<()>
                 Err(OpenError::Other(_)) => {
                     TOTALS.reconnect_failures.fetch_add(1, Ordering::Relaxed);
                     retry_after = None;
+                    at = (at + 1) % target.endpoints.len();
                 }
             }
             attempt += 1;
@@ -339,14 +494,82 @@ async fn tab(first: Stream, target: Arc<Target>, mut stop: oneshot::Receiver<()>
     }
 }
 
+/// A node a socket may connect to.
+struct Endpoint {
+    url: String,
+    node: SocketAddrV4,
+}
+
 /// Where and as whom a user's socket connects; kept to reconnect.
 struct Target {
     n: usize,
     name: String,
-    url: String,
-    node: SocketAddrV4,
+    /// The nodes a reconnect may go to, and the index of the first socket's node.
+    endpoints: Vec<Endpoint>,
+    first: usize,
     source: Ipv4Addr,
     cookie: String,
+    /// `LOADTEST_SYNC_EXPECT`: messages each reconnected tab should have once synced.
+    sync_expect: Option<u64>,
+}
+
+/// `LOADTEST_RECONNECT_HOSTS` (default: `LOADTEST_HOSTS`, else the user's own node), with
+/// the user's own node added if missing; the index of the user's node in it.
+fn endpoints(own: &str, hosts: &[String]) -> Result<(Vec<Endpoint>, usize), Box<TransactionError>> {
+    let mut urls: Vec<String> = match std::env::var("LOADTEST_RECONNECT_HOSTS") {
+        Ok(list) if !list.trim().is_empty() => plan::parse_hosts(&list).map_err(fail)?,
+        _ => hosts.to_vec(),
+    };
+    let own = own.trim_end_matches('/');
+    let first = match urls.iter().position(|u| u.trim_end_matches('/') == own) {
+        Some(i) => i,
+        None => {
+            urls.insert(0, own.to_owned());
+            0
+        }
+    };
+    let endpoints = urls
+        .iter()
+        .map(|u| {
+            let base = u.trim_end_matches('/');
+            Ok(Endpoint {
+                url: plan::ws_url(base),
+                node: plan::node_addr(base).map_err(fail)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Box<TransactionError>>>()?;
+    Ok((endpoints, first))
+}
+
+/// Prints `all_resynced:` once `target` reconnected sockets have synced
+/// (`LOADTEST_RESYNC_TARGET`, for loadtest/storm.sh).
+pub fn watch_resync(target: Option<u64>) {
+    let Some(target) = target else { return };
+    tokio::spawn(async move {
+        let mut printed = 0;
+        let mut ticks = 0u32;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let n = TOTALS.resynced.load(Ordering::Relaxed);
+            if n >= target {
+                break;
+            }
+            // Progress once a second, for a script whose target moved (sockets that never
+            // opened): `resynced: sockets n unix_ms <last sync walk's end>`.
+            ticks += 1;
+            if ticks % 20 == 0 && n != printed {
+                printed = n;
+                println!(
+                    "resynced: sockets {n} unix_ms {}",
+                    TOTALS.last_resync_ms.load(Ordering::Relaxed)
+                );
+            }
+        }
+        println!(
+            "all_resynced: sockets {target} unix_ms {}",
+            TOTALS.last_resync_ms.load(Ordering::Relaxed)
+        );
+    });
 }
 
 /// Opens the socket, waiting out refusals (503, 1013) up to [`MAX_ATTEMPTS`], records
@@ -356,9 +579,11 @@ async fn connect(
     target: &Arc<Target>,
 ) -> Result<Socket, Box<TransactionError>> {
     let mut attempt = 0;
+    let mut last_error = String::from("refused (503 or 1013)");
     loop {
         let started = Instant::now();
-        let result = open(&target.url, target.node, target.source, &target.cookie).await;
+        let end = &target.endpoints[target.first];
+        let result = open(&end.url, end.node, target.source, &target.cookie).await;
         let took = started.elapsed();
         let retry = match result {
             Ok(ws) => {
@@ -379,17 +604,18 @@ async fn connect(
                 TOTALS.retried_1013.fetch_add(1, Ordering::Relaxed);
                 None
             }
+            // Anything else (a 5xx while a starved node's Redis pool times out, a reset):
+            // tried again like a refusal, as the browser client does, and counted.
             Err(OpenError::Other(e)) => {
-                TOTALS.failed.fetch_add(1, Ordering::Relaxed);
-                user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
-                    .await?;
-                return Err(fail(format!("{}: {e}", target.name)));
+                TOTALS.retried_other.fetch_add(1, Ordering::Relaxed);
+                last_error = e;
+                None
             }
         };
         attempt += 1;
         if attempt >= MAX_ATTEMPTS {
             TOTALS.failed.fetch_add(1, Ordering::Relaxed);
-            let e = format!("refused {attempt} times (503 or 1013)");
+            let e = format!("no socket in {attempt} attempts; the last: {last_error}");
             user.record_custom_request_duration("WS", "connect", took, false, None, Some(&e))
                 .await?;
             return Err(fail(format!("{}: {e}", target.name)));
@@ -408,10 +634,18 @@ pub async fn start(user: &mut GooseUser) -> TransactionResult {
         user.set_base_url(host)?;
     }
     let base = user.base_url.as_str().trim_end_matches('/').to_owned();
-    let node = plan::node_addr(&base).map_err(fail)?;
     TOTALS.first_start.get_or_init(Instant::now);
     let (name, password) = match &settings.seeded {
-        Some(prefix) => (plan::seeded_name(prefix, n), plan::SEEDED_PASSWORD),
+        // LOADTEST_SEEDED_USERS=d: more sockets than seeded users, user n logs in as
+        // the (n mod d)-th (several sockets per user, as several tabs).
+        Some(prefix) => {
+            let users = std::env::var("LOADTEST_SEEDED_USERS")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|d| *d > 0);
+            let k = users.map_or(n, |d| n % d);
+            (plan::seeded_name(prefix, k), plan::SEEDED_PASSWORD)
+        }
         None => {
             let name = plan::username(&settings.run, Kind::Connections, n);
             if let Err(e) = login::register(user, &name, plan::PASSWORD, n).await {
@@ -428,13 +662,18 @@ pub async fn start(user: &mut GooseUser) -> TransactionResult {
             return Err(e);
         }
     };
+    let (endpoints, first) = endpoints(&base, &settings.hosts)?;
+    let sync_expect = std::env::var("LOADTEST_SYNC_EXPECT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
     let target = Arc::new(Target {
         n,
         name,
-        url: plan::ws_url(&base),
-        node,
+        endpoints,
+        first,
         source: plan::source_addr(n, settings.sources),
         cookie,
+        sync_expect,
     });
     let socket = connect(user, &target).await;
     let socket = socket?;
@@ -506,7 +745,7 @@ pub fn report() -> Vec<String> {
         ),
         format!(
             "opened: sockets {} failed {} login_failed {} retried_503 {} retried_1013 {} \
-             login_retried_503 {} \
+             retried_other {} login_retried_503 {} login_retried_no_answer_or_5xx {} \
              reconnects {} reconnect_p50_ms {} reconnect_failures {} gave_up {} \
              first_login_to_last_open_s {span}",
             load(&TOTALS.opened),
@@ -514,12 +753,36 @@ pub fn report() -> Vec<String> {
             load(&TOTALS.login_failed),
             load(&TOTALS.retried_503),
             load(&TOTALS.retried_1013),
+            load(&TOTALS.retried_other),
             load(&login::TOTALS.retried_503),
+            load(&login::TOTALS.retried_transport),
             load(&TOTALS.reconnects),
             reconnect_p50,
             load(&TOTALS.reconnect_failures),
             load(&TOTALS.gave_up),
         ),
+        {
+            let mut r = lock(&TOTALS.resync_us).clone();
+            r.sort_unstable();
+            let p = |q: f64| {
+                plan::percentile(&r, q)
+                    .map_or_else(|| "-".into(), |us| format!("{:.0}", us as f64 / 1000.0))
+            };
+            format!(
+                "resync: sockets {} p50_ms {} p99_ms {} max_ms {} messages {} sync_failed {} \
+                 exact {} short {} extra {} last_unix_ms {}",
+                load(&TOTALS.resynced),
+                p(50.0),
+                p(99.0),
+                p(100.0),
+                load(&TOTALS.synced_messages),
+                load(&TOTALS.sync_failed),
+                load(&TOTALS.sync_exact),
+                load(&TOTALS.sync_short),
+                load(&TOTALS.sync_extra),
+                load(&TOTALS.last_resync_ms),
+            )
+        },
         format!(
             "sockets: closed_by_server {} text_frames {} presence_frames {} error_frames {} \
              server_pings {} pings_sent {} pongs {} presence_before_update_users {}",

@@ -121,6 +121,14 @@ Environment:
   LOADTEST_ROOM_SIZE=<n>              rooms: members per room, 2 to 1000 (default 10)
   LOADTEST_ROOM_SENDERS=<n>           rooms: members of each room who send (default 1)
   LOADTEST_ROOM_INTERVAL_MS=<ms>      rooms: a sender's pause between messages (default 1000)
+  LOADTEST_SEEDED_USERS=<d>           connections: user n logs in as seeded user n mod d
+                                      (more sockets than users: several tabs each)
+  LOADTEST_RECONNECT_HOSTS=<url>,...  connections: nodes a socket reconnects to (default
+                                      LOADTEST_HOSTS); after a 1012 it moves to the next
+  LOADTEST_RESYNC_TARGET=<n>          connections: print `all_resynced:` once n sockets
+                                      reconnected and finished their sync walk
+  LOADTEST_SYNC_EXPECT=<k>            connections: count reconnected sockets that had
+                                      received exactly / fewer / more than k messages
 
 Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, login.sh, seed.sh,
 rooms.sh.
@@ -703,6 +711,7 @@ async fn run() -> Result<(), String> {
         .map_err(|_| "settings set twice".to_owned())?;
     if ran[Kind::Connections.index()] {
         connections::watch(own_sockets);
+        connections::watch_resync(env_number("LOADTEST_RESYNC_TARGET")?);
     }
     rooms::set_plan(rooms::RoomPlan::from_env()?);
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
