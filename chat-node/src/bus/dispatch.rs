@@ -135,7 +135,8 @@ impl Hub {
     }
 
     /// A user of this node was added to a room (or it was created with them). When the
-    /// room's channel already told this node, the `room` frame went out then.
+    /// room's channel already told this node, the `room` frame went out then; otherwise
+    /// it waits for the room's channel to be subscribed.
     fn joined(&self, user_id: i64, change: RoomChange) {
         let Ok(room_id) = i64::try_from(change.room.id) else {
             return;
@@ -147,7 +148,8 @@ impl Hub {
         let frames = RoomFrames::new(&change);
         let ids = reg.conns_of(user_id).to_vec();
         if let Some(text) = frames.room_for(user_id) {
-            reg.broadcast(&ids, text, None);
+            let held = ids.iter().map(|id| (*id, text.clone()));
+            reg.after_subscribe.extend(held);
         }
         for id in &ids {
             for member in &change.member_ids {
@@ -206,7 +208,8 @@ impl Hub {
 
     /// Members were added or removed. The removed leave the node's view before their
     /// `roomLeft` is queued, so nothing of the room published after the change reaches
-    /// them; every local member gets the `room` frame.
+    /// them; every local member gets the `room` frame, the added ones once the room's
+    /// channel is subscribed.
     fn room_changed(&self, room_id: i64, change: RoomChange) {
         let frames = RoomFrames::new(&change);
         let mut reg = self.registry();
@@ -226,7 +229,12 @@ impl Hub {
         for user_id in members {
             if let Some(text) = frames.room_for(user_id) {
                 let ids = reg.conns_of(user_id).to_vec();
-                reg.broadcast(&ids, text, None);
+                if joined.contains(&user_id) {
+                    let held = ids.into_iter().map(|id| (id, text.clone()));
+                    reg.after_subscribe.extend(held);
+                } else {
+                    reg.broadcast(&ids, text, None);
+                }
             }
         }
         if let Some(text) = &frames.left {
@@ -297,6 +305,37 @@ mod tests {
     fn presence(hub: &Hub, user_id: i64, name: &str) {
         let frame = format!(r#"{{"type":"presence","username":"{name}","online":true}}"#);
         hub.dispatch(&format!("t:p:{user_id}"), frame.as_bytes());
+    }
+
+    fn added(hub: &Hub, user_id: i64, via_room_channel: bool) {
+        let change = serde_json::json!({
+            "room": {"id": 7, "name": "r", "owner": "ann", "members": ["ann", "ben"]},
+            "memberIds": [1, 2],
+            "by": 1,
+        });
+        let (channel, event) = if via_room_channel {
+            ("t:r:7".to_owned(), serde_json::json!({"change": change}))
+        } else {
+            (format!("t:u:{user_id}"), serde_json::json!({"joined": change}))
+        };
+        hub.dispatch(&channel, event.to_string().as_bytes());
+    }
+
+    #[test]
+    fn an_added_members_room_frame_waits_until_the_rooms_channel_is_subscribed() {
+        for via_room_channel in [false, true] {
+            let hub = hub();
+            let (_b, rb) = socket(&hub, 2, "ben");
+            dirty(&hub);
+            added(&hub, 2, via_room_channel);
+            assert_eq!(dirty(&hub), vec![("t:r:7".to_owned(), true)]);
+            assert_eq!(text(&rb), None, "not before the SUBSCRIBE is confirmed");
+            hub.release_after_subscribe();
+            assert!(
+                text(&rb).is_some_and(|t| t.contains(r#""type":"room""#)),
+                "via the room channel: {via_room_channel}"
+            );
+        }
     }
 
     #[test]

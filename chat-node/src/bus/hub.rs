@@ -112,6 +112,10 @@ pub(super) struct Registry {
     /// Room id → its members with a socket here.
     pub(super) rooms: HashMap<i64, Vec<i64>>,
     pub(super) interest: Interest,
+    /// `room` frames of members just added here, held until the room's channel is
+    /// confirmed subscribed: a client that loads the room's history on that frame then
+    /// has every message of it (stored before, or delivered live after).
+    pub(super) after_subscribe: Vec<(ConnId, ByteString)>,
 }
 
 impl Demand for Registry {
@@ -657,6 +661,16 @@ impl Hub {
     }
 
     /// The subscription changes since the last call.
+    /// Queues what waited for the subscriptions just confirmed ([`Registry::after_subscribe`]).
+    pub(super) fn release_after_subscribe(&self) {
+        let mut reg = self.registry();
+        for (id, text) in std::mem::take(&mut reg.after_subscribe) {
+            if let Some(conn) = reg.conns.get(&id) {
+                conn.outbox.push(Frame::Text(text));
+            }
+        }
+    }
+
     pub(super) fn take_changes(&self) -> Vec<SubChange> {
         let mut reg = self.registry();
         let dirty = reg.interest.take();

@@ -94,7 +94,9 @@ async fn receive(
 }
 
 async fn apply(hub: &Hub, sink: &mut PubSubSink) -> Result<(), redis::RedisError> {
-    subscribe_all(sink, hub.take_changes()).await
+    subscribe_all(sink, hub.take_changes()).await?;
+    hub.release_after_subscribe();
+    Ok(())
 }
 
 /// Sends the changes as at most four batched commands.
