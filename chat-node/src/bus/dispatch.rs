@@ -493,6 +493,103 @@ mod tests {
         assert_eq!(text(&rb), None);
     }
 
+    fn room_event(change: Option<RoomChange>, frame: Option<serde_json::Value>) -> Vec<u8> {
+        serde_json::to_vec(&RoomEvent {
+            not_to_sender: frame.as_ref().is_some_and(|f| f["type"] == "typing"),
+            frame,
+            from: Some(1),
+            stored_at_us: None,
+            change,
+        })
+        .unwrap()
+    }
+
+    fn change(member_ids: Vec<i64>, removed: Vec<i64>) -> RoomChange {
+        RoomChange {
+            room: chat_common::protocol::RoomInfo {
+                id: 7,
+                name: "r".into(),
+                owner: "ann".into(),
+                members: vec!["ann".into()],
+                unread: None,
+            },
+            member_ids,
+            removed,
+            by: 1,
+            reference: Some("x".into()),
+        }
+    }
+
+    #[test]
+    fn a_removed_member_leaves_the_view_before_room_left_and_hears_nothing_after() {
+        let hub = hub();
+        let (_a, ra) = socket(&hub, 1, "ann");
+        let (_b, rb) = socket(&hub, 2, "ben");
+        hub.join_rooms(1, &[7]);
+        hub.join_rooms(2, &[7]);
+        let message = serde_json::json!({"type": "chatMessage", "message": {}});
+        hub.dispatch("t:r:7", &room_event(None, Some(message.clone())));
+        assert!(text(&ra).is_some() && text(&rb).is_some(), "both members");
+        hub.dispatch("t:r:7", &room_event(Some(change(vec![1], vec![2])), None));
+        let answer = text(&ra).unwrap();
+        assert!(answer.contains(r#""ref":"x""#), "the actor's ref: {answer}");
+        assert_eq!(
+            text(&rb).as_deref(),
+            Some(r#"{"type":"roomLeft","room":7}"#)
+        );
+        assert!(!hub.is_member(2, 7) && hub.is_member(1, 7));
+        hub.dispatch("t:r:7", &room_event(None, Some(message)));
+        assert!(text(&ra).is_some());
+        assert_eq!(text(&rb), None, "nothing after roomLeft");
+    }
+
+    #[test]
+    fn room_typing_reaches_the_other_members_only() {
+        let hub = hub();
+        let (_a, ra) = socket(&hub, 1, "ann");
+        let (_b, rb) = socket(&hub, 2, "ben");
+        hub.join_rooms(1, &[7]);
+        hub.join_rooms(2, &[7]);
+        let typing = serde_json::json!({"type": "typing", "from": "ann", "room": 7});
+        hub.dispatch("t:r:7", &room_event(None, Some(typing)));
+        assert_eq!(text(&ra), None);
+        assert!(text(&rb).is_some_and(|t| t.contains("typing")));
+    }
+
+    #[test]
+    fn a_member_added_gets_the_room_frame_once_and_the_node_follows_the_room() {
+        let hub = hub();
+        let (_a, ra) = socket(&hub, 1, "ann");
+        let (_b, rb) = socket(&hub, 2, "ben");
+        hub.join_rooms(1, &[7]);
+        dirty(&hub);
+        // The room's channel first (ann's node follows it), then ben's user channel.
+        hub.dispatch("t:r:7", &room_event(Some(change(vec![1, 2], vec![])), None));
+        let joined =
+            serde_json::to_vec(&UserEvent::<()>::joined(change(vec![1, 2], vec![]))).unwrap();
+        hub.dispatch("t:u:2", &joined);
+        assert!(text(&ra).is_some());
+        assert!(text(&rb).is_some_and(|t| !t.contains("ref")));
+        assert_eq!(text(&rb), None, "once");
+        assert!(hub.is_member(2, 7));
+        // A node that did not follow the room learns it from the user channel.
+        let other = super::super::hub::tests::hub();
+        let (_c, rc) = socket(&other, 3, "cat");
+        dirty(&other);
+        other.dispatch("t:u:3", &joined_for(3));
+        assert!(text(&rc).is_some_and(|t| t.contains(r#""type":"room""#)));
+        let wanted = dirty(&other);
+        assert!(wanted.contains(&("t:r:7".to_owned(), true)), "{wanted:?}");
+        assert!(
+            wanted.contains(&("t:p:1".to_owned(), true)),
+            "members count as peers for presence: {wanted:?}"
+        );
+    }
+
+    fn joined_for(user_id: i64) -> Vec<u8> {
+        serde_json::to_vec(&UserEvent::<()>::joined(change(vec![1, user_id], vec![]))).unwrap()
+    }
+
     #[tokio::test]
     async fn logout_closes_only_the_sockets_of_that_session() {
         let hub = hub();
