@@ -77,6 +77,8 @@ pub struct Totals {
     pub reconnects: AtomicU64,
     pub reconnect_us: Mutex<Vec<u64>>,
     pub reconnect_failures: AtomicU64,
+    /// Why those attempts failed, digits taken out.
+    pub reconnect_reasons: Mutex<HashMap<String, u64>>,
     pub gave_up: AtomicU64,
     /// Reconnected sockets whose `sync` walk finished, the time from the server's close
     /// to that (µs), messages they received (distinct ids) by `sync`, and sync walks that
@@ -479,8 +481,15 @@ async fn tab(first: Stream, target: Arc<Target>, mut stop: oneshot::Receiver<()>
                     TOTALS.retried_1013.fetch_add(1, Ordering::Relaxed);
                     retry_after = None;
                 }
-                Err(OpenError::Other(_)) => {
+                Err(OpenError::Other(e)) => {
                     TOTALS.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+                    // Digits out (ports, addresses, user names), so reasons group.
+                    let reason: String = e
+                        .chars()
+                        .filter(|c| !c.is_ascii_digit())
+                        .take(120)
+                        .collect();
+                    *lock(&TOTALS.reconnect_reasons).entry(reason).or_default() += 1;
                     retry_after = None;
                     at = (at + 1) % target.endpoints.len();
                 }
@@ -803,6 +812,14 @@ pub fn report() -> Vec<String> {
     codes.sort();
     for (code, n) in codes {
         lines.push(format!("server close {code}: {n}"));
+    }
+    let mut reasons: Vec<_> = lock(&TOTALS.reconnect_reasons)
+        .iter()
+        .map(|(r, n)| (r.clone(), *n))
+        .collect();
+    reasons.sort();
+    for (reason, n) in reasons {
+        lines.push(format!("reconnect failure {reason}: {n}"));
     }
     lines
 }
