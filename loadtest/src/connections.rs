@@ -566,7 +566,7 @@ pub fn watch_resync(target: Option<u64>) {
             // Progress once a second, for a script whose target moved (sockets that never
             // opened): `resynced: sockets n unix_ms <last sync walk's end>`.
             ticks += 1;
-            if ticks % 20 == 0 && n != printed {
+            if ticks.is_multiple_of(20) && n != printed {
                 printed = n;
                 println!(
                     "resynced: sockets {n} unix_ms {}",
