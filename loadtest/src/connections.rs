@@ -375,7 +375,10 @@ async fn sync_walk(ws: &mut Stream, seen: &mut Seen) -> Result<u64, String> {
                     .map_err(|e| format!("read during sync: {e}"))?;
                 let Message::Text(t) = msg else {
                     if let Message::Close(f) = msg {
-                        return Err(format!("closed during sync: {:?}", f.map(|f| u16::from(f.code))));
+                        return Err(format!(
+                            "closed during sync: {:?}",
+                            f.map(|f| u16::from(f.code))
+                        ));
                     }
                     continue;
                 };
@@ -389,14 +392,21 @@ async fn sync_walk(ws: &mut Stream, seen: &mut Seen) -> Result<u64, String> {
                     continue;
                 }
                 if t.contains(r#""type":"error""#) {
-                    return Err(format!("error frame during sync: {}", t.chars().take(160).collect::<String>()));
+                    return Err(format!(
+                        "error frame during sync: {}",
+                        t.chars().take(160).collect::<String>()
+                    ));
                 }
                 if !t.contains(r#""type":"sync""#) {
                     continue;
                 }
                 let v: serde_json::Value =
                     serde_json::from_str(t).map_err(|e| format!("sync answer: {e}"))?;
-                for m in v["messages"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                for m in v["messages"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
                     if let Some(id) = m["id"].as_i64() {
                         if seen.ids.insert(id) {
                             fresh += 1;
