@@ -166,7 +166,7 @@ echo "at SIGTERM A held $a_held sockets and B $b_held"
 echo "A exited ${a_exit:-?} ms after SIGTERM; B held all $(( a_held + b_held )) ${all_on_b:-never} ms after SIGTERM; the last of A's clients finished its sync ${resynced_ms:-never} ms after SIGTERM"
 echo "B refused $(( ${refused1:-0} - ${refused0:-0} )) upgrades with 503 + Retry-After during the storm"
 echo "generator 1 (A's clients):"
-grep -h '^opened:\|^resync:\|^server close\|^all_resynced' "$OUT/gen-1.txt" | sed 's/^/  /'
+grep -h '^opened:\|^resync:\|^server close\|^reconnect failure\|^all_resynced' "$OUT/gen-1.txt" | sed 's/^/  /'
 echo "generator 2 (B's clients):"
 grep -h '^opened:\|^server close' "$OUT/gen-2.txt" | sed 's/^/  /'
 echo "load before the storm: $(sed -n 2p "$OUT/top-before.txt"); 3 s into it: $(sed -n 2p "$OUT/top-storm.txt" 2>/dev/null)"

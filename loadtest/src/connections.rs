@@ -77,6 +77,8 @@ pub struct Totals {
     pub reconnects: AtomicU64,
     pub reconnect_us: Mutex<Vec<u64>>,
     pub reconnect_failures: AtomicU64,
+    /// Why those attempts failed, digits taken out.
+    pub reconnect_reasons: Mutex<HashMap<String, u64>>,
     pub gave_up: AtomicU64,
     /// Reconnected sockets whose `sync` walk finished, the time from the server's close
     /// to that (µs), messages they received (distinct ids) by `sync`, and sync walks that
@@ -373,7 +375,10 @@ async fn sync_walk(ws: &mut Stream, seen: &mut Seen) -> Result<u64, String> {
                     .map_err(|e| format!("read during sync: {e}"))?;
                 let Message::Text(t) = msg else {
                     if let Message::Close(f) = msg {
-                        return Err(format!("closed during sync: {:?}", f.map(|f| u16::from(f.code))));
+                        return Err(format!(
+                            "closed during sync: {:?}",
+                            f.map(|f| u16::from(f.code))
+                        ));
                     }
                     continue;
                 };
@@ -387,14 +392,21 @@ async fn sync_walk(ws: &mut Stream, seen: &mut Seen) -> Result<u64, String> {
                     continue;
                 }
                 if t.contains(r#""type":"error""#) {
-                    return Err(format!("error frame during sync: {}", t.chars().take(160).collect::<String>()));
+                    return Err(format!(
+                        "error frame during sync: {}",
+                        t.chars().take(160).collect::<String>()
+                    ));
                 }
                 if !t.contains(r#""type":"sync""#) {
                     continue;
                 }
                 let v: serde_json::Value =
                     serde_json::from_str(t).map_err(|e| format!("sync answer: {e}"))?;
-                for m in v["messages"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                for m in v["messages"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
                     if let Some(id) = m["id"].as_i64() {
                         if seen.ids.insert(id) {
                             fresh += 1;
@@ -479,8 +491,15 @@ async fn tab(first: Stream, target: Arc<Target>, mut stop: oneshot::Receiver<()>
                     TOTALS.retried_1013.fetch_add(1, Ordering::Relaxed);
                     retry_after = None;
                 }
-                Err(OpenError::Other(_)) => {
+                Err(OpenError::Other(e)) => {
                     TOTALS.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+                    // Digits out (ports, addresses, user names), so reasons group.
+                    let reason: String = e
+                        .chars()
+                        .filter(|c| !c.is_ascii_digit())
+                        .take(120)
+                        .collect();
+                    *lock(&TOTALS.reconnect_reasons).entry(reason).or_default() += 1;
                     retry_after = None;
                     at = (at + 1) % target.endpoints.len();
                 }
@@ -557,7 +576,7 @@ pub fn watch_resync(target: Option<u64>) {
             // Progress once a second, for a script whose target moved (sockets that never
             // opened): `resynced: sockets n unix_ms <last sync walk's end>`.
             ticks += 1;
-            if ticks % 20 == 0 && n != printed {
+            if ticks.is_multiple_of(20) && n != printed {
                 printed = n;
                 println!(
                     "resynced: sockets {n} unix_ms {}",
@@ -803,6 +822,14 @@ pub fn report() -> Vec<String> {
     codes.sort();
     for (code, n) in codes {
         lines.push(format!("server close {code}: {n}"));
+    }
+    let mut reasons: Vec<_> = lock(&TOTALS.reconnect_reasons)
+        .iter()
+        .map(|(r, n)| (r.clone(), *n))
+        .collect();
+    reasons.sort();
+    for (reason, n) in reasons {
+        lines.push(format!("reconnect failure {reason}: {n}"));
     }
     lines
 }

@@ -209,7 +209,9 @@ pub async fn log_in(
             _ => return Err(fail(format!("login {name}: {}", describe(&answer)))),
         }
     }
-    Err(fail(format!("login {name}: no 200 in {LOGIN_ATTEMPTS} attempts")))
+    Err(fail(format!(
+        "login {name}: no 200 in {LOGIN_ATTEMPTS} attempts"
+    )))
 }
 
 /// Who a `login` user is.

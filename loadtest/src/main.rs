@@ -130,8 +130,8 @@ Environment:
   LOADTEST_SYNC_EXPECT=<k>            connections: count reconnected sockets that had
                                       received exactly / fewer / more than k messages
 
-Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, login.sh, seed.sh,
-rooms.sh.
+Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, storm.sh, login.sh,
+seed.sh, rooms.sh.
 
 ";
 

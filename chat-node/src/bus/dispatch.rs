@@ -316,7 +316,10 @@ mod tests {
         let (channel, event) = if via_room_channel {
             ("t:r:7".to_owned(), serde_json::json!({"change": change}))
         } else {
-            (format!("t:u:{user_id}"), serde_json::json!({"joined": change}))
+            (
+                format!("t:u:{user_id}"),
+                serde_json::json!({"joined": change}),
+            )
         };
         hub.dispatch(&channel, event.to_string().as_bytes());
     }
@@ -570,7 +573,11 @@ mod tests {
             serde_json::to_vec(&UserEvent::<()>::joined(change(vec![1, 2], vec![]))).unwrap();
         hub.dispatch("t:u:2", &joined);
         assert!(text(&ra).is_some());
-        assert_eq!(text(&rb), None, "not before the room's channel is subscribed");
+        assert_eq!(
+            text(&rb),
+            None,
+            "not before the room's channel is subscribed"
+        );
         hub.release_after_subscribe();
         assert!(text(&rb).is_some_and(|t| !t.contains("ref")));
         assert_eq!(text(&rb), None, "once");
