@@ -51,6 +51,9 @@ pub fn http_server(
     // Flush once this much is buffered: with the socket body's pieces of the same size,
     // a connection's write buffer never grows past actix-http's initial 8 KiB.
     .h1_write_buffer_size(ws::WRITE_CHUNK)
+    // A reply written in several pieces would otherwise wait for the client's delayed ACK
+    // (Nagle): 40 ms on every `sync` or history page over 4 KiB.
+    .tcp_nodelay(true)
     .workers(workers)
     .bind(config.listen)?
     .run();
