@@ -55,12 +55,12 @@ pub(crate) async fn read_to_close(ws: &mut Raw, wait: Duration) -> (Vec<String>,
     }
 }
 
-async fn metrics(c: &Cluster) -> String {
+pub(crate) async fn metrics(c: &Cluster) -> String {
     let url = c.nodes[0].metrics_url();
     c.http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

@@ -9,7 +9,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{ring, Fleet, FAULT_ENV};
 use crate::harness::Cluster;
-use crate::ws_limits::{memory_mib, raw_ws, read_to_close, seed_long_messages, SYNC_ALL};
+use crate::ws_limits::{
+    memory_mib, metric, metrics, raw_ws, read_to_close, seed_long_messages, SYNC_ALL,
+};
 use futures_util::SinkExt;
 
 const CLIENTS: usize = 8;
@@ -91,14 +93,8 @@ async fn a_slow_consumer_is_closed_with_1008_the_node_stays_small_and_the_fleet_
 }
 
 async fn forced_closes(c: &Cluster) -> f64 {
-    let url = c.nodes[0].metrics_url();
-    let Ok(r) = c.http.get(url).send().await else {
-        return 0.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    let series = r#"chat_ws_forced_closes_total{reason="slow_reader"}"#;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric(
+        &metrics(c).await,
+        r#"chat_ws_forced_closes_total{reason="slow_reader"}"#,
+    )
 }
