@@ -359,13 +359,7 @@ impl Connection {
                 (channel, Some(peer.username), None)
             }
             Conversation::Room(room) => {
-                let id = room_id(*room)?;
-                let channel = self
-                    .state
-                    .db
-                    .room_channel(id, self.me.id)
-                    .await?
-                    .ok_or_else(not_a_member)?;
+                let channel = self.member_channel(room_id(*room)?).await?;
                 (channel, None, Some(*room))
             }
         };
@@ -443,13 +437,7 @@ impl Connection {
                 (self.channel(&peer).await?, Some(peer.username), None)
             }
             Conversation::Room(room) => {
-                let id = room_id(room)?;
-                let channel = self
-                    .state
-                    .db
-                    .room_channel(id, self.me.id)
-                    .await?
-                    .ok_or_else(not_a_member)?;
+                let channel = self.member_channel(room_id(room)?).await?;
                 (channel, None, Some(room))
             }
         };
@@ -526,14 +514,18 @@ impl Connection {
         if let Some(id) = self.channels.get(&-room) {
             return Ok(*id);
         }
-        let id = self
-            .state
+        let id = self.member_channel(room).await?;
+        self.channels.insert(-room, id);
+        Ok(id)
+    }
+
+    /// A room's channel if the user is a member now, checked in MySQL each time.
+    async fn member_channel(&self, room: i64) -> Result<i64, AppError> {
+        self.state
             .db
             .room_channel(room, self.me.id)
             .await?
-            .ok_or_else(not_a_member)?;
-        self.channels.insert(-room, id);
-        Ok(id)
+            .ok_or_else(not_a_member)
     }
 }
 
