@@ -144,6 +144,21 @@ impl Keys {
     }
 }
 
+/// A multiplexed connection opened on first use and shared by clones: no pool checkout
+/// (and its `UNWATCH`/`PING`) per command, and it reconnects by itself.
+#[derive(Clone, Default)]
+pub struct Multiplexed(Arc<tokio::sync::OnceCell<redis::aio::ConnectionManager>>);
+
+impl Multiplexed {
+    pub async fn get(&self, redis: &Redis) -> Result<redis::aio::ConnectionManager, RedisError> {
+        let conn = self
+            .0
+            .get_or_try_init(|| redis::aio::ConnectionManager::new(redis.client().clone()))
+            .await?;
+        Ok(conn.clone())
+    }
+}
+
 #[derive(Clone)]
 pub struct Redis {
     pool: Pool,

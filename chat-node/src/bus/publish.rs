@@ -10,12 +10,11 @@ use std::time::Instant;
 use chat_common::protocol::ServerFrame;
 use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 
 use super::channel::Channels;
 use super::envelope::{now_us, RoomChange, RoomEvent, UserEvent};
 use crate::metrics::Metrics;
-use crate::redis_store::{Redis, RedisError};
+use crate::redis_store::{Multiplexed, Redis, RedisError};
 use crate::storage::rooms::Change;
 use crate::storage::writer::{Committed, Deliver};
 
@@ -44,9 +43,8 @@ pub fn presence_payload(username: &str, online: bool) -> Result<String, serde_js
 #[derive(Clone)]
 pub struct Publisher {
     redis: Redis,
-    /// One multiplexed connection shared by the node's write batches: no pool checkout
-    /// (and its `UNWATCH`/`PING`) per message; it reconnects by itself.
-    shared: Arc<OnceCell<ConnectionManager>>,
+    /// The node's write batches publish on their own multiplexed connection.
+    shared: Multiplexed,
     channels: Channels,
     metrics: Metrics,
 }
@@ -56,7 +54,7 @@ impl Publisher {
         let channels = Channels::new(redis.keys.prefix());
         Self {
             redis,
-            shared: Arc::default(),
+            shared: Multiplexed::default(),
             channels,
             metrics,
         }
@@ -243,11 +241,7 @@ impl Publisher {
     }
 
     async fn shared(&self) -> Result<ConnectionManager, RedisError> {
-        let conn = self
-            .shared
-            .get_or_try_init(|| ConnectionManager::new(self.redis.client().clone()))
-            .await?;
-        Ok(conn.clone())
+        self.shared.get(&self.redis).await
     }
 }
 

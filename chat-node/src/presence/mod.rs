@@ -14,10 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio::sync::OnceCell;
 
 use crate::bus::channel::Channels;
-use crate::redis_store::{Redis, RedisError};
+use crate::redis_store::{Multiplexed, Redis, RedisError};
 
 /// Locks serialising connects and disconnects, each for the users whose id falls in it.
 const TRANSITION_STRIPES: usize = 64;
@@ -58,7 +57,7 @@ pub struct Presence {
     /// One multiplexed connection for what every socket calls (connect, disconnect,
     /// online): a connect storm pipelines its calls on it instead of queueing for the
     /// pool, which logins and sessions need too. It reconnects by itself.
-    shared: Arc<OnceCell<ConnectionManager>>,
+    shared: Multiplexed,
 }
 
 impl Presence {
@@ -70,16 +69,12 @@ impl Presence {
             transitions: (0..TRANSITION_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            shared: Arc::default(),
+            shared: Multiplexed::default(),
         }
     }
 
     async fn shared(&self) -> Result<ConnectionManager, RedisError> {
-        let conn = self
-            .shared
-            .get_or_try_init(|| ConnectionManager::new(self.redis.client().clone()))
-            .await?;
-        Ok(conn.clone())
+        self.shared.get(&self.redis).await
     }
 
     /// Held around a socket's connect or disconnect so that a reload (one socket closing
