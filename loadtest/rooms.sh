@@ -12,7 +12,7 @@
 # every INTERVAL_MS. Prints the generator's `=== rooms ===` lines. The measured window is
 # the whole run after the users started (RUN_TIME), the ramp-up included.
 # Env: USERS (1000), SIZE (10), SENDERS (1), INTERVAL_MS (1000), RATE (100 users/s),
-# RUN_TIME (60s), PORTS (9401,9402; /metrics 10 higher), CHAT_NODE_BIN, OUT,
+# RUN_TIME (60s), PORTS (9401,9402; /metrics 10 higher), CHAT_NODE_BIN, LOADTEST_BIN, OUT,
 # CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -34,7 +34,12 @@ if [ -z "${CHAT_NODE_BIN:-}" ]; then
   cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
   CHAT_NODE_BIN="$OUT/chat-node"
 fi
-cargo build --release -p loadtest
+# LOADTEST_BIN: a generator binary instead of this tree's release build (as in
+# connections.sh: `cargo build -p loadtest` alone resolves features apart and rebuilds).
+if [ -z "${LOADTEST_BIN:-}" ]; then
+  cargo build --release -p loadtest
+  LOADTEST_BIN="$CARGO_TARGET_DIR/release/loadtest"
+fi
 
 HOSTS=""
 for port in "${PORTS[@]}"; do HOSTS+="${HOSTS:+,}http://127.0.0.1:$port"; done
@@ -47,7 +52,7 @@ done
 
 LOADTEST_HOSTS="$HOSTS" LOADTEST_RUN="r$TAG" LOADTEST_ROOM_SIZE="$SIZE" \
   LOADTEST_ROOM_SENDERS="$SENDERS" LOADTEST_ROOM_INTERVAL_MS="$INTERVAL_MS" \
-  "$CARGO_TARGET_DIR/release/loadtest" --host "http://127.0.0.1:${PORTS[0]}" \
+  "$LOADTEST_BIN" --host "http://127.0.0.1:${PORTS[0]}" \
     --scenarios rooms --users "$USERS" --increase-rate "$RATE" --run-time "$RUN_TIME" \
     --report-file "$OUT/report.json" >"$OUT/loadtest.txt" 2>&1 || echo "loadtest exit $?" >&2
 

@@ -52,7 +52,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use chat_common::protocol::Credentials;
 use chat_common::MessageId;
 use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
@@ -211,39 +210,12 @@ async fn log_in(user: &mut GooseUser, kind: Kind) -> Result<String, Box<Transact
     plan::check_local(user.base_url.as_str()).map_err(fail)?;
     let me = plan::username(&settings.run, kind, n);
     let partner = plan::username(&settings.run, kind, plan::partner(n));
+    // A node turns registrations and logins away with 503 while its bcrypt queue is
+    // full; a client waits that out (login.rs), it does not give up.
     for name in [&me, &partner] {
-        let creds = Credentials {
-            username: name.clone(),
-            password: plan::PASSWORD.into(),
-        };
-        let mut goose = user.post_json("/api/register", &creds).await?;
-        let status = goose.response.as_ref().map(|r| r.status().as_u16());
-        match status {
-            Ok(201) => {}
-            Ok(409) => user.set_success(&mut goose.request)?,
-            Ok(s) => return Err(fail(format!("register {name}: status {s}"))),
-            Err(e) => return Err(fail(format!("register {name}: {e}"))),
-        }
+        login::register(user, name, plan::PASSWORD, n).await?;
     }
-    let creds = Credentials {
-        username: me.clone(),
-        password: plan::PASSWORD.into(),
-    };
-    let goose = user.post_json("/api/login", &creds).await?;
-    let response = goose
-        .response
-        .map_err(|e| fail(format!("login {me}: {e}")))?;
-    if response.status().as_u16() != 200 {
-        return Err(fail(format!("login {me}: status {}", response.status())));
-    }
-    let cookie = plan::cookie_header(
-        response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    )
-    .ok_or_else(|| fail(format!("login {me}: no session cookie")))?;
+    let cookie = login::log_in(user, &me, plan::PASSWORD, n).await?;
     user.set_session_data(Session {
         number: n,
         slot: None,

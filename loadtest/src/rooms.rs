@@ -5,7 +5,10 @@
 //! `LOADTEST_ROOM_INTERVAL_MS` (default 1000); everyone reads. Every room message
 //! received, by any member, is recorded with its arrival time, so the report has, per
 //! message, how many members got it and the time from its send to the last member's
-//! socket (all in this process, on one clock), and deliveries per second.
+//! socket (all in this process, on one clock), and deliveries per second. The report
+//! gives those figures twice: over the whole run, and over the messages sent after the
+//! last member learned its room (the ramp-up, when sockets are still opening and nodes
+//! still subscribing, left out).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use goose::prelude::*;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::plan::{self, Kind};
@@ -79,6 +83,8 @@ static PLAN: std::sync::OnceLock<RoomPlan> = std::sync::OnceLock::new();
 static SOCKETS: std::sync::LazyLock<Mutex<HashMap<usize, Arc<RoomSocket>>>> =
     std::sync::LazyLock::new(Mutex::default);
 static ROOMS_SEEN: AtomicU64 = AtomicU64::new(0);
+/// When the last member so far learned its room.
+static LAST_JOIN: Mutex<Option<Instant>> = Mutex::new(None);
 
 pub fn set_plan(plan: RoomPlan) {
     let _ = PLAN.set(plan);
@@ -156,6 +162,7 @@ async fn read(
 fn joined(room: &AtomicU64, id: u64) {
     if room.swap(id, Ordering::Relaxed) == 0 {
         ROOMS_SEEN.fetch_add(1, Ordering::Relaxed);
+        *lock(&LAST_JOIN) = Some(Instant::now());
     }
 }
 
@@ -165,7 +172,11 @@ async fn open(url: &str, cookie: &str, me: &str) -> Result<RoomSocket, String> {
         .map_err(|e| format!("websocket request: {e}"))?;
     let cookie = HeaderValue::from_str(cookie).map_err(|e| format!("cookie header: {e}"))?;
     req.headers_mut().insert("Cookie", cookie);
-    let (stream, _) = tokio::time::timeout(REPLY_WAIT, tokio_tungstenite::connect_async(req))
+    // Frames here are small; tungstenite's default 128 KiB read buffer, zeroed on every
+    // read that needs more room, cost the generator more CPU than the frames themselves.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+    let (stream, _) = tokio::time::timeout(REPLY_WAIT, connect)
         .await
         .map_err(|_| "websocket upgrade timed out".to_owned())?
         .map_err(|e| format!("websocket upgrade: {e}"))?;
@@ -275,12 +286,14 @@ async fn create(
 /// others only read.
 pub async fn message(user: &mut GooseUser) -> TransactionResult {
     let plan = plan_of()?;
+    // Before anything that can fail: a user whose start failed has no session, and
+    // failing at once would spin (goose records every failure; that filled the memory).
+    tokio::time::sleep(plan.interval).await;
     let (number, me, seq) = {
         let s = session(user)?;
         s.seq += 1;
         (s.number, s.me.clone(), s.seq)
     };
-    tokio::time::sleep(plan.interval).await;
     if number % plan.size >= plan.senders {
         return Ok(());
     }
@@ -314,65 +327,23 @@ pub async fn stop(user: &mut GooseUser) -> TransactionResult {
 }
 
 /// The report's lines: messages, how many reached every member, deliveries per second,
-/// and the time from send to the last member's socket.
+/// and the time from send to the last member's socket, over the whole run and over the
+/// messages sent after the last member learned its room.
 pub fn report() -> Vec<String> {
     let plan = PLAN.get().copied();
     let r = lock(&RECORDS);
     let size = plan.map_or(0, |p| p.size as u64);
-    let mut latency_us: Vec<u64> = Vec::new();
-    let mut complete = 0u64;
-    let mut first_sent: Option<Instant> = None;
-    let mut last_arrival: Option<Instant> = None;
-    for (id, sent) in &r.acked {
-        let Some((count, last)) = r.received.get(id) else {
-            continue;
-        };
-        if *count >= size {
-            complete += 1;
-        }
-        latency_us.push(last.saturating_duration_since(*sent).as_micros() as u64);
-        first_sent = Some(first_sent.map_or(*sent, |f| f.min(*sent)));
-        last_arrival = Some(last_arrival.map_or(*last, |l| l.max(*last)));
+    let last_join = *lock(&LAST_JOIN);
+    let mut lines = vec![format!(
+        "room size {size}, rooms seen {}, senders per room {}, interval {:?}",
+        ROOMS_SEEN.load(Ordering::Relaxed),
+        plan.map_or(0, |p| p.senders),
+        plan.map_or(Duration::ZERO, |p| p.interval)
+    )];
+    lines.extend(window(&r, size, "whole run", |_| true));
+    if let Some(joined) = last_join {
+        lines.extend(window(&r, size, "after the last join", |sent| sent >= joined));
     }
-    latency_us.sort_unstable();
-    let deliveries: u64 = r.received.values().map(|(n, _)| n).sum();
-    let span = match (first_sent, last_arrival) {
-        (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
-        _ => 0.0,
-    };
-    let ms = |p: f64| {
-        plan::percentile(&latency_us, p)
-            .map(|us| format!("{:.2}", us as f64 / 1000.0))
-            .unwrap_or_else(|| "-".into())
-    };
-    let mut lines = vec![
-        format!(
-            "room size {size}, rooms seen {}, senders per room {}, interval {:?}",
-            ROOMS_SEEN.load(Ordering::Relaxed),
-            plan.map_or(0, |p| p.senders),
-            plan.map_or(Duration::ZERO, |p| p.interval)
-        ),
-        format!(
-            "room messages acknowledged {}, reached all {size} members {complete}",
-            r.acked.len()
-        ),
-        format!(
-            "deliveries {deliveries} in {span:.1} s: {:.0} deliveries/s",
-            if span > 0.0 {
-                deliveries as f64 / span
-            } else {
-                0.0
-            }
-        ),
-        format!(
-            "send -> last member: n {} p50 {} p95 {} p99 {} max {} (ms)",
-            latency_us.len(),
-            ms(50.0),
-            ms(95.0),
-            ms(99.0),
-            ms(100.0)
-        ),
-    ];
     if r.errors.is_empty() {
         lines.push("error frames: none".into());
     } else {
@@ -383,4 +354,57 @@ pub fn report() -> Vec<String> {
         }
     }
     lines
+}
+
+/// The figures of the acknowledged messages whose send time `counts`.
+fn window(r: &Records, size: u64, name: &str, counts: impl Fn(Instant) -> bool) -> Vec<String> {
+    let mut latency_us: Vec<u64> = Vec::new();
+    let mut complete = 0u64;
+    let mut deliveries = 0u64;
+    let mut first_sent: Option<Instant> = None;
+    let mut last_arrival: Option<Instant> = None;
+    for (id, sent) in r.acked.iter().filter(|(_, sent)| counts(**sent)) {
+        let Some((count, last)) = r.received.get(id) else {
+            continue;
+        };
+        if *count >= size {
+            complete += 1;
+        }
+        deliveries += count;
+        latency_us.push(last.saturating_duration_since(*sent).as_micros() as u64);
+        first_sent = Some(first_sent.map_or(*sent, |f| f.min(*sent)));
+        last_arrival = Some(last_arrival.map_or(*last, |l| l.max(*last)));
+    }
+    latency_us.sort_unstable();
+    let span = match (first_sent, last_arrival) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let ms = |p: f64| {
+        plan::percentile(&latency_us, p)
+            .map(|us| format!("{:.2}", us as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    vec![
+        format!(
+            "{name}: room messages {}, reached all {size} members {complete}",
+            latency_us.len()
+        ),
+        format!(
+            "{name}: deliveries {deliveries} in {span:.1} s: {:.0} deliveries/s",
+            if span > 0.0 {
+                deliveries as f64 / span
+            } else {
+                0.0
+            }
+        ),
+        format!(
+            "{name}: send -> last member: n {} p50 {} p95 {} p99 {} max {} (ms)",
+            latency_us.len(),
+            ms(50.0),
+            ms(95.0),
+            ms(99.0),
+            ms(100.0)
+        ),
+    ]
 }
