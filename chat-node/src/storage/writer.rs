@@ -2,14 +2,15 @@
 //!
 //! Sockets hand a [`NewMessage`] to the [`Writer`] and wait. The task takes whatever is
 //! queued (at most `max_batch`; it never waits for more, so an idle node adds no
-//! latency) and writes it as one transaction on its own connection:
+//! latency) and writes it on its own connection:
 //!
 //! 1. the database's one sequence lock (`GET_LOCK('chat:<db>:seq')`), which every
 //!    node's batches and every membership change take;
 //! 2. one lookup of every `clientId` of the batch (duplicates inside the batch are found
 //!    in memory), and one of the room memberships its room messages need;
-//! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order;
-//! 4. `COMMIT`, then the batch is handed to `deliver` (the node publishes it, retrying
+//! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order. It is
+//!    the batch's one transaction (autocommit): MariaDB answers it once it is committed;
+//! 4. then the batch is handed to `deliver` (the node publishes it, retrying
 //!    while Redis is away), the locks are released, and only then is any sender answered.
 //!    A sender is acknowledged only through that publication: a message whose delivery
 //!    failed is answered `unavailable`, and the sender's retry (same `clientId`) finds it
@@ -33,7 +34,7 @@ use chat_common::protocol::ChatMessage;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
 use futures_util::future::BoxFuture;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Row, TxOpts, Value};
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,6 +51,8 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 const LOCK_WAIT_SECS: u32 = 5;
 /// Statement shapes per connection: up to `max_batch` INSERTs plus the padded lookups.
 const STATEMENT_CACHE: usize = 320;
+/// MariaDB's duplicate-key error.
+const ER_DUP_ENTRY: u16 = 1062;
 
 /// A message to store, checked and resolved by the socket that received it.
 #[derive(Debug, Clone)]
@@ -165,8 +168,11 @@ impl Writer {
         metrics: WriterMetrics,
     ) -> Result<Self, StoreError> {
         let opts = Opts::from_url(database_url).map_err(|e| StoreError::Url(e.to_string()))?;
+        // The INSERT commits by itself only under autocommit; a server whose default is
+        // off must not leave batches uncommitted.
         let opts: Opts = OptsBuilder::from_opts(opts)
             .stmt_cache_size(STATEMENT_CACHE)
+            .init(vec!["SET autocommit = 1"])
             .into();
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let locks = LockName::new(opts.db_name().unwrap_or_default());
@@ -334,14 +340,19 @@ enum Plan {
     SameAs(usize),
 }
 
-/// Takes the sequence lock, then writes the batch as one transaction. The lock stays
-/// held when this returns `Ok`; the caller releases it after delivery.
+/// Writes the batch under the sequence lock. The lock stays held when this returns `Ok`;
+/// the caller releases it after delivery.
 async fn write_batch(
     conn: &mut Conn,
     sql: &mut Statements,
     lock: &LockName,
     jobs: &[Job],
 ) -> Result<Vec<Outcome>, StoreError> {
+    // Read before the lock, so the lock is held for less: a stored `clientId` is a retry,
+    // and one that another node stores after this read makes the INSERT fail on the
+    // unique key, writing nothing; the batch is then planned again under the lock.
+    let existing = find_existing(conn, sql, jobs).await?;
+
     let granted: Option<i64> = conn.exec_first(sql.lock(), (lock.name(),)).await?.flatten();
     if granted != Some(1) {
         return Err(StoreError::Write(
@@ -349,71 +360,26 @@ async fn write_batch(
         ));
     }
 
-    let mut tx = conn.start_transaction(TxOpts::default()).await?;
-
-    let existing = find_existing(&mut tx, sql, jobs).await?;
-    let members = find_members(&mut tx, sql, jobs).await?;
-    let mut first_use: HashMap<(i64, &str), usize> = HashMap::new();
-    let plans: Vec<Plan> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, job)| {
-            if let Some(room) = job.message.to.room_id() {
-                if !members.contains(&(room, job.message.sender.id)) {
-                    return Plan::Refused;
-                }
-            }
-            let Some(cid) = job.message.client_id.as_deref() else {
-                return Plan::Insert;
-            };
-            let key = (job.message.sender.id, pad_space(cid));
-            if let Some(row) = existing.get(&key) {
-                return Plan::Existing(row.clone());
-            }
-            match first_use.get(&key) {
-                Some(first) => Plan::SameAs(*first),
-                None => {
-                    first_use.insert(key, i);
-                    Plan::Insert
-                }
-            }
-        })
-        .collect();
-
-    let inserts: Vec<&Job> = jobs
-        .iter()
-        .zip(&plans)
-        .filter(|(_, plan)| matches!(plan, Plan::Insert))
-        .map(|(job, _)| job)
-        .collect();
-    let ids = if inserts.is_empty() {
-        Vec::new()
-    } else {
-        let mut params = Vec::with_capacity(inserts.len() * 6);
-        for job in &inserts {
-            let m = &job.message;
-            params.extend([
-                Value::Int(m.channel_id),
-                Value::Int(m.sender.id),
-                m.to.user_id().map_or(Value::NULL, Value::Int),
-                m.client_id
-                    .as_ref()
-                    .map_or(Value::NULL, |c| Value::Bytes(c.clone().into_bytes())),
-                Value::Bytes(m.text.clone().into_bytes()),
-                to_value(job.sent_at),
-            ]);
+    // No BEGIN/COMMIT: the INSERT is the batch's only write, and with autocommit it is a
+    // transaction of its own, committed (fsync included) before MariaDB answers it.
+    // Membership changes only under this lock, so this read is exact.
+    let members = find_members(conn, sql, jobs).await?;
+    let mut plans = plan(jobs, &existing, &members);
+    let ids = match insert(conn, sql, jobs, &plans).await {
+        Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => {
+            let existing = find_existing(conn, sql, jobs).await?;
+            plans = plan(jobs, &existing, &members);
+            insert(conn, sql, jobs, &plans).await?
         }
-        let ids: Vec<i64> = tx.exec(sql.insert(inserts.len()), params).await?;
-        if ids.len() != inserts.len() {
-            return Err(StoreError::Write(format!(
-                "{} rows inserted, {} ids returned",
-                inserts.len(),
-                ids.len()
-            )));
-        }
-        ids
+        ids => ids?,
     };
-    tx.commit().await?;
+    let planned = plans.iter().filter(|p| matches!(p, Plan::Insert)).count();
+    if ids.len() != planned {
+        return Err(StoreError::Write(format!(
+            "{planned} rows inserted, {} ids returned",
+            ids.len()
+        )));
+    }
 
     let mut ids = ids.into_iter();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
@@ -465,6 +431,73 @@ async fn write_batch(
     Ok(outcomes)
 }
 
+/// What to do with each job, given the stored rows of its `clientId`s and the senders'
+/// room memberships.
+fn plan(
+    jobs: &[Job],
+    existing: &HashMap<(i64, &str), ExistingRow>,
+    members: &HashSet<(i64, i64)>,
+) -> Vec<Plan> {
+    let mut first_use: HashMap<(i64, &str), usize> = HashMap::new();
+    jobs.iter()
+        .enumerate()
+        .map(|(i, job)| {
+            if let Some(room) = job.message.to.room_id() {
+                if !members.contains(&(room, job.message.sender.id)) {
+                    return Plan::Refused;
+                }
+            }
+            let Some(cid) = job.message.client_id.as_deref() else {
+                return Plan::Insert;
+            };
+            let key = (job.message.sender.id, pad_space(cid));
+            if let Some(row) = existing.get(&key) {
+                return Plan::Existing(row.clone());
+            }
+            match first_use.get(&key) {
+                Some(first) => Plan::SameAs(*first),
+                None => {
+                    first_use.insert(key, i);
+                    Plan::Insert
+                }
+            }
+        })
+        .collect()
+}
+
+/// Inserts the jobs planned as new, in one statement; their ids, in job order.
+async fn insert(
+    conn: &mut Conn,
+    sql: &mut Statements,
+    jobs: &[Job],
+    plans: &[Plan],
+) -> Result<Vec<i64>, mysql_async::Error> {
+    let inserts: Vec<&Job> = jobs
+        .iter()
+        .zip(plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Insert))
+        .map(|(job, _)| job)
+        .collect();
+    if inserts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut params = Vec::with_capacity(inserts.len() * 6);
+    for job in &inserts {
+        let m = &job.message;
+        params.extend([
+            Value::Int(m.channel_id),
+            Value::Int(m.sender.id),
+            m.to.user_id().map_or(Value::NULL, Value::Int),
+            m.client_id
+                .as_ref()
+                .map_or(Value::NULL, |c| Value::Bytes(c.clone().into_bytes())),
+            Value::Bytes(m.text.clone().into_bytes()),
+            to_value(job.sent_at),
+        ]);
+    }
+    conn.exec(sql.insert(inserts.len()), params).await
+}
+
 #[derive(Debug, Clone)]
 struct ExistingRow {
     id: i64,
@@ -475,7 +508,7 @@ struct ExistingRow {
 
 /// Rows already stored under the batch's (sender, clientId) pairs.
 async fn find_existing<'j>(
-    tx: &mut mysql_async::Transaction<'_>,
+    conn: &mut Conn,
     sql: &mut Statements,
     jobs: &'j [Job],
 ) -> Result<HashMap<(i64, &'j str), ExistingRow>, StoreError> {
@@ -497,7 +530,7 @@ async fn find_existing<'j>(
         .map(|(sender, cid)| [Value::Int(*sender), Value::Bytes(cid.as_bytes().to_vec())])
         .collect());
     let params: Vec<Value> = padded.into_iter().flatten().collect();
-    let rows: Vec<Row> = tx.exec(sql.existing(params.len() / 2), params).await?;
+    let rows: Vec<Row> = conn.exec(sql.existing(params.len() / 2), params).await?;
     for row in rows {
         let (id, channel_id, sender_id, client_id, body, sent_at): (
             i64,
@@ -530,7 +563,7 @@ async fn find_existing<'j>(
 /// The (room, sender) pairs of the batch's room messages whose sender is a member. Read
 /// under the sequence lock, which membership changes take too, so it is exact.
 async fn find_members(
-    tx: &mut mysql_async::Transaction<'_>,
+    conn: &mut Conn,
     sql: &mut Statements,
     jobs: &[Job],
 ) -> Result<HashSet<(i64, i64)>, StoreError> {
@@ -547,7 +580,7 @@ async fn find_members(
         return Ok(HashSet::new());
     }
     let params: Vec<Value> = pad(pairs).into_iter().flatten().collect();
-    let rows: Vec<(i64, i64)> = tx.exec(sql.members(params.len() / 2), params).await?;
+    let rows: Vec<(i64, i64)> = conn.exec(sql.members(params.len() / 2), params).await?;
     Ok(rows.into_iter().collect())
 }
 

@@ -760,3 +760,131 @@ async fn a_client_id_with_trailing_spaces_does_not_fail_its_batch() {
         results[1]
     );
 }
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Sessions of this database waiting for a named lock.
+async fn lock_waiters(conn: &mut AsyncMysqlConnection, db: &str) -> i64 {
+    diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+         WHERE DB = ? AND STATE = 'User lock'",
+    )
+    .bind::<Text, _>(db)
+    .get_result::<Count>(conn)
+    .await
+    .expect("processlist")
+    .n
+}
+
+async fn until_lock_waiters(conn: &mut AsyncMysqlConnection, db: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lock_waiters(conn, db).await != n {
+        assert!(Instant::now() < deadline, "never {n} waiting for the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The writer reads a batch's `clientId`s before it takes the sequence lock. Here another
+/// node (this test) takes the lock first and stores one of them in between: the batch's
+/// INSERT hits the unique key, writes nothing, and the batch is planned again under the
+/// lock, so the retry is answered with the stored row and its neighbour is still stored.
+#[tokio::test]
+async fn a_retry_stored_elsewhere_while_the_batch_waits_for_the_lock() {
+    let s = Scene::new().await;
+    let w = PluggedWriter::start(&s.db.url);
+    let mut watcher = s.db.conn().await;
+
+    // The writer holds the lock, stuck delivering the plug, while the batch is queued.
+    let plug = {
+        let (w, m) = (
+            w.writer.clone(),
+            s.message(&s.a, &s.b, Some("plug"), "plug"),
+        );
+        tokio::spawn(async move { w.write(m).await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), w.entered.notified())
+        .await
+        .expect("the plug reaches delivery");
+    let mut writes = Vec::new();
+    for m in [
+        s.message(&s.a, &s.b, Some("raced"), "the retry"),
+        s.message(&s.b, &s.a, Some("bystander"), "an innocent bystander"),
+    ] {
+        let w = w.writer.clone();
+        writes.push(tokio::spawn(async move { w.write(m).await }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    // The other node asks for the lock before the batch does, so it gets it next.
+    let lock = format!("DO GET_LOCK('chat:{}:seq', 30)", s.db.name);
+    let mut other_node = s.db.conn().await;
+    let other = tokio::spawn(async move {
+        diesel::sql_query(lock)
+            .execute(&mut other_node)
+            .await
+            .expect("the sequence lock");
+        other_node
+    });
+    until_lock_waiters(&mut watcher, &s.db.name, 1).await;
+    w.release.notify_one();
+    let mut other_node = other.await.expect("lock task");
+    new_message(&plug.await.expect("plug task"));
+    // The batch has read its clientIds and waits for the lock.
+    until_lock_waiters(&mut watcher, &s.db.name, 1).await;
+    assert_eq!(
+        w.metrics.batch_size.get_sample_sum(),
+        3.0,
+        "the plug, then one batch"
+    );
+
+    diesel::sql_query(
+        "INSERT INTO messages (channel_id, sender_id, recipient_id, client_id, body, sent_at) \
+         VALUES (?, ?, ?, 'raced', 'the first attempt', '2026-01-02 03:04:05.000000')",
+    )
+    .bind::<BigInt, _>(s.ab)
+    .bind::<BigInt, _>(s.a.id)
+    .bind::<BigInt, _>(s.b.id)
+    .execute(&mut other_node)
+    .await
+    .expect("the first attempt");
+    diesel::sql_query("DO RELEASE_ALL_LOCKS()")
+        .execute(&mut other_node)
+        .await
+        .expect("release");
+
+    let mut results = Vec::new();
+    for write in writes {
+        results.push(
+            tokio::time::timeout(Duration::from_secs(10), write)
+                .await
+                .expect("every write is answered")
+                .expect("write task"),
+        );
+    }
+    let first_attempt = match &results[0] {
+        Ok(Stored::Duplicate(m)) => {
+            assert_eq!(m.text, "the first attempt");
+            i64::from(m.id)
+        }
+        other => panic!("expected the stored first attempt: {other:?}"),
+    };
+    let bystander = i64::from(new_message(&results[1]).id);
+    let rows: Vec<(i64, Option<String>)> = all_rows(&mut watcher)
+        .await
+        .into_iter()
+        .filter(|r| r.client_id.as_deref() != Some("plug"))
+        .map(|r| (r.id, r.client_id))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (s.old_id, Some("old".to_owned())),
+            (first_attempt, Some("raced".to_owned())),
+            (bystander, Some("bystander".to_owned())),
+        ]
+    );
+}
