@@ -4,18 +4,21 @@
 //! queued (at most `max_batch`; it never waits for more, so an idle node adds no
 //! latency) and writes it on its own connection:
 //!
-//! 1. the database's one sequence lock (`GET_LOCK('chat:<db>:seq')`), which every
+//! 1. one lookup of every `clientId` of the batch, before the lock (duplicates inside
+//!    the batch are found in memory);
+//! 2. the database's one sequence lock (`GET_LOCK('chat:<db>:seq')`), which every
 //!    node's batches and every membership change take;
-//! 2. one lookup of every `clientId` of the batch (duplicates inside the batch are found
-//!    in memory), and one of the room memberships its room messages need;
-//! 3. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order. It is
-//!    the batch's one transaction (autocommit): MariaDB answers it once it is committed;
-//! 4. then the batch is handed to `deliver` (the node publishes it, retrying
+//! 3. one lookup of the room memberships its room messages need;
+//! 4. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order. It is
+//!    the batch's one transaction (autocommit): MariaDB answers it once it is committed.
+//!    A retry stored by another node since step 1 fails it on the unique key, writing
+//!    nothing; the batch is then looked up and inserted again, under the lock;
+//! 5. then the batch is handed to `deliver` (the node publishes it, retrying
 //!    while Redis is away), the locks are released, and only then is any sender answered.
 //!    A sender is acknowledged only through that publication: a message whose delivery
 //!    failed is answered `unavailable`, and the sender's retry (same `clientId`) finds it
 //!    stored and publishes it again. A duplicate is always published again, so a message
-//!    that was committed but never published (its node died, or its COMMIT's answer was
+//!    that was committed but never published (its node died, or its INSERT's answer was
 //!    lost) reaches its recipient when its sender retries.
 //!
 //! The sequence lock is held from before the insert until the batch is published, so ids
