@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::plan::{self, Kind};
-use crate::ws::lock;
+use crate::totals::lock;
 use crate::{fail, login, NEXT_USER, SETTINGS};
 
 /// A browser-like keep-alive: one WebSocket ping this often.

@@ -18,7 +18,7 @@ use chat_common::protocol::Credentials;
 use goose::prelude::*;
 
 use crate::plan::{self, Kind};
-use crate::ws::lock;
+use crate::totals::lock;
 use crate::{fail, NEXT_USER, SETTINGS};
 
 /// Width of the report's table rows.

@@ -44,6 +44,7 @@ mod login;
 mod nodes;
 mod plan;
 mod rooms;
+mod totals;
 mod window;
 mod ws;
 
@@ -61,7 +62,8 @@ use connections::{idle as connections_idle, start as connections_start, stop as 
 use login::{again as login_again, start as login_start};
 use plan::Kind;
 use rooms::{message as rooms_message, start as rooms_start, stop as rooms_stop};
-use ws::{Conn, TOTALS};
+use totals::TOTALS;
+use ws::Conn;
 
 const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
 const DEFAULT_RUN_TIME_SECS: usize = 60;
@@ -269,7 +271,7 @@ async fn send_message(user: &mut GooseUser, name: &str) -> TransactionResult {
     match result {
         Ok(()) => {
             if name == ACK {
-                ws::lock(&TOTALS.ack_us).push(took.as_micros() as u64);
+                totals::lock(&TOTALS.ack_us).push(took.as_micros() as u64);
                 window::ack(took.as_micros() as u64);
             }
             user.record_custom_request_duration("WS", name, took, true, None, None)
@@ -346,7 +348,7 @@ async fn history_page(user: &mut GooseUser) -> TransactionResult {
     match result {
         Ok((oldest, has_more)) => {
             session(user)?.before = if has_more { oldest } else { None };
-            ws::lock(&TOTALS.history_us).push(took.as_micros() as u64);
+            totals::lock(&TOTALS.history_us).push(took.as_micros() as u64);
             user.record_custom_request_duration("WS", "chatHistory", took, true, None, None)
                 .await
         }
@@ -477,7 +479,7 @@ fn scenarios(
 
 /// `n, p50 p95 p99 max` of microsecond samples, in milliseconds.
 fn summary(samples: &std::sync::Mutex<Vec<u64>>) -> String {
-    let mut v = std::mem::take(&mut *ws::lock(samples));
+    let mut v = std::mem::take(&mut *totals::lock(samples));
     v.sort_unstable();
     let ms = |p: f64| {
         plan::percentile(&v, p)

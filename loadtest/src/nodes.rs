@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::plan;
-use crate::ws::lock;
+use crate::totals::lock;
 
 /// How often the gauges are polled until every socket is open.
 const POLL: Duration = Duration::from_millis(500);

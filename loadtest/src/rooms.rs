@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::plan::{self, Kind};
-use crate::ws::lock;
+use crate::totals::lock;
 use crate::{fail, log_in, session, SETTINGS};
 
 /// How long the room's creator waits for its members to register.
@@ -342,7 +342,9 @@ pub fn report() -> Vec<String> {
     )];
     lines.extend(window(&r, size, "whole run", |_| true));
     if let Some(joined) = last_join {
-        lines.extend(window(&r, size, "after the last join", |sent| sent >= joined));
+        lines.extend(window(&r, size, "after the last join", |sent| {
+            sent >= joined
+        }));
     }
     if r.errors.is_empty() {
         lines.push("error frames: none".into());

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::plan;
-use crate::ws::{lock, TOTALS};
+use crate::totals::{lock, TOTALS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {

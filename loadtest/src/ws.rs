@@ -4,8 +4,8 @@
 //! So nothing waits in a buffer while the user sleeps between transactions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_common::protocol::{ClientFrame, ServerFrame};
@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::totals::{lock, TOTALS};
 
 /// How long a request over the socket may take before it counts as failed.
 pub const REPLY_WAIT: Duration = Duration::from_secs(10);
@@ -33,28 +35,6 @@ pub enum Reply {
         has_more: bool,
     },
     Error(String),
-}
-
-/// Run-wide counters the reader tasks fill; printed after goose's report.
-#[derive(Default)]
-pub struct Totals {
-    pub from_partner: AtomicU64,
-    pub other_messages: AtomicU64,
-    /// Partner's message: server `sentAt` to arrival here, in microseconds.
-    pub delivery_us: Mutex<Vec<u64>>,
-    /// `chatMessage` sent to its echo, and `chatHistory` round trips, in microseconds.
-    pub ack_us: Mutex<Vec<u64>>,
-    pub history_us: Mutex<Vec<u64>>,
-    pub error_frames: Mutex<HashMap<String, u64>>,
-    pub closed_early: AtomicU64,
-    /// Sockets open right now (opened and their reader still running).
-    pub open_sockets: AtomicI64,
-}
-
-pub static TOTALS: std::sync::LazyLock<Totals> = std::sync::LazyLock::new(Totals::default);
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Requests waiting for their answer.
