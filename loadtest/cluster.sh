@@ -1,10 +1,13 @@
-# Sourced by loadtest/connections.sh and loadtest/login.sh (not run on its own): a fresh
-# cluster of release nodes with its own database, Redis prefix and random session key,
+# Sourced by loadtest/connections.sh, login.sh, rooms.sh and storm.sh (not run on its
+# own): a fresh cluster of release nodes with its own database, Redis prefix and random session key,
 # and the cleanup that stops the nodes and drops both. Every simulated user comes from
 # 127.0.0.1, so the per-address registration and failed-login limits are lifted (older
 # nodes ignore those variables).
 #
 #   cluster_init <name>           sets TAG, DB, PREFIX, KEY, OUT (if unset); traps EXIT
+#   cluster_binaries              sets CHAT_NODE_BIN and LOADTEST_BIN, building what is
+#                                 not given (both in one cargo run, so their shared
+#                                 dependencies are built once), the node copied to OUT
 #   NODE_ENV=(VAR=value ...)      extra environment for every node (optional)
 #   start_node <port> <id> <cost> starts one node (bcrypt cost; its /metrics on port + 10,
 #                                 as in bench.sh), waits for /readyz; appends its pid to
@@ -29,6 +32,19 @@ cluster_init() {
   # Killed (timeout, Ctrl-C): exit, so that the EXIT trap stops the nodes and drops both.
   trap 'exit 143' TERM
   trap 'exit 130' INT
+}
+
+cluster_binaries() {
+  local build=()
+  [ -n "${CHAT_NODE_BIN:-}" ] || build+=(-p chat-node)
+  [ -n "${LOADTEST_BIN:-}" ] || build+=(-p loadtest)
+  if [ "${#build[@]}" -gt 0 ]; then cargo build --release "${build[@]}"; fi
+  if [ -z "${CHAT_NODE_BIN:-}" ]; then
+    # A copy: a rebuild in the shared target dir must not change the binary mid-run.
+    cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
+    CHAT_NODE_BIN="$OUT/chat-node"
+  fi
+  LOADTEST_BIN="${LOADTEST_BIN:-$CARGO_TARGET_DIR/release/loadtest}"
 }
 
 cluster_stop() {

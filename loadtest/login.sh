@@ -29,18 +29,7 @@ IFS=', ' read -r -a PORTS <<<"${PORTS:-9301,9302}"
 source loadtest/cluster.sh
 cluster_init login
 
-if [ -z "${CHAT_NODE_BIN:-}" ]; then
-  cargo build --release -p chat-node
-  cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
-  CHAT_NODE_BIN="$OUT/chat-node"
-fi
-# LOADTEST_BIN: a generator binary instead of this tree's release build. (`cargo build
-# -p chat-node` and `-p loadtest` apart resolve features apart: building both at once
-# once, then passing CHAT_NODE_BIN and LOADTEST_BIN, saves a second build of the deps.)
-if [ -z "${LOADTEST_BIN:-}" ]; then
-  cargo build --release -p loadtest
-  LOADTEST_BIN="$CARGO_TARGET_DIR/release/loadtest"
-fi
+cluster_binaries
 LT="$LOADTEST_BIN"
 
 HOSTS=""

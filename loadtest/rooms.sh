@@ -29,17 +29,7 @@ IFS=', ' read -r -a PORTS <<<"${PORTS:-9401,9402}"
 source loadtest/cluster.sh
 cluster_init rooms
 
-if [ -z "${CHAT_NODE_BIN:-}" ]; then
-  cargo build --release -p chat-node
-  cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
-  CHAT_NODE_BIN="$OUT/chat-node"
-fi
-# LOADTEST_BIN: a generator binary instead of this tree's release build (as in
-# connections.sh: `cargo build -p loadtest` alone resolves features apart and rebuilds).
-if [ -z "${LOADTEST_BIN:-}" ]; then
-  cargo build --release -p loadtest
-  LOADTEST_BIN="$CARGO_TARGET_DIR/release/loadtest"
-fi
+cluster_binaries
 
 HOSTS=""
 for port in "${PORTS[@]}"; do HOSTS+="${HOSTS:+,}http://127.0.0.1:$port"; done

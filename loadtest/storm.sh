@@ -52,18 +52,7 @@ cluster_init storm
 read -r -a extra_env <<<"${NODE_ENV_EXTRA:-}"
 NODE_ENV+=("${extra_env[@]}")
 
-if [ -z "${CHAT_NODE_BIN:-}" ]; then
-  cargo build --release -p chat-node
-  cp "$CARGO_TARGET_DIR/release/chat-node" "$OUT/chat-node"
-  CHAT_NODE_BIN="$OUT/chat-node"
-fi
-# LOADTEST_BIN: a generator binary instead of this tree's release build. (`cargo build
-# -p chat-node` and `-p loadtest` apart resolve features apart: building both at once
-# once, then passing CHAT_NODE_BIN and LOADTEST_BIN, saves a second build of the deps.)
-if [ -z "${LOADTEST_BIN:-}" ]; then
-  cargo build --release -p loadtest
-  LOADTEST_BIN="$CARGO_TARGET_DIR/release/loadtest"
-fi
+cluster_binaries
 LT="$LOADTEST_BIN"
 
 A="http://127.0.0.1:${PORTS[0]}"
