@@ -8,7 +8,10 @@
 # Each binary gets a fresh database: one node on 127.0.0.1:$PORT, two users registered
 # through HTTP, MESSAGES rows written straight into MySQL with the sequence engine, then
 # `history_probe` times REQUESTS rounds of four requests on one socket (see its source).
-# Env: MESSAGES (1000000), REQUESTS (200), PORT (9191). Needs MariaDB and Redis locally.
+# Between the seed and the probe it waits (at most SETTLE_MAX s) until InnoDB has written
+# the seed's dirty pages out.
+# Env: MESSAGES (1000000), REQUESTS (200), PORT (9191), SETTLE_MAX (120). Needs MariaDB and
+# Redis locally.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,6 +19,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}"
 MESSAGES="${MESSAGES:-1000000}"
 REQUESTS="${REQUESTS:-200}"
 PORT="${PORT:-9191}"
+SETTLE_MAX="${SETTLE_MAX:-120}"
 KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
 
 cargo build --release -p loadtest --bin history_probe
@@ -73,6 +77,15 @@ for bin in "$@"; do
   sql "INSERT INTO messages ($cols) SELECT $vals FROM seq_1_to_$MESSAGES; ANALYZE TABLE messages" >/dev/null
   newest="$(sql "SELECT MAX(id) FROM messages")"
   echo "seeded $MESSAGES messages in $(( $(date +%s) - started )) s, newest id $newest"
+  # InnoDB writes the seed's dirty pages out in the background for a while after; a
+  # probe started meanwhile measures that flushing, not the queries.
+  settled=$(date +%s)
+  while [ "$(( $(date +%s) - settled ))" -lt "$SETTLE_MAX" ]; do
+    dirty="$(mariadb -uroot -h127.0.0.1 -N -e "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'" | awk '{ print $2 }')"
+    [ "$dirty" -lt 100 ] && break
+    sleep 1
+  done
+  echo "settled in $(( $(date +%s) - settled )) s (dirty pages: $dirty)"
 
   "$CARGO_TARGET_DIR/release/history_probe" "ws://127.0.0.1:$PORT/ws" "$cookie" bob "$newest" "$REQUESTS"
   cleanup
