@@ -1,6 +1,6 @@
 # Sourced by loadtest/connections.sh, login.sh, rooms.sh and storm.sh (not run on its
-# own): a fresh cluster of release nodes with its own database, Redis prefix and random session key,
-# and the cleanup that stops the nodes and drops both. Every simulated user comes from
+# own): a fresh cluster of release nodes with its own database, Redis prefix and random
+# session key, and the cleanup that stops the nodes and drops both. Every simulated user comes from
 # 127.0.0.1, so the per-address registration and failed-login limits are lifted (older
 # nodes ignore those variables).
 #

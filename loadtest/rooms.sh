@@ -9,8 +9,9 @@
 # Starts two fresh release nodes (fresh database and Redis prefix, bcrypt cost 4) and runs
 # the `rooms` scenario: user n (on node n % 2) is in room n / SIZE, which its first user
 # creates once every member registered; the first SENDERS of each room send a message
-# every INTERVAL_MS. Prints the generator's `=== rooms ===` lines. The measured window is
-# the whole run after the users started (RUN_TIME), the ramp-up included.
+# every INTERVAL_MS. Prints the generator's `=== rooms ===` lines, each figure twice: over
+# the whole run after the users started (RUN_TIME, the ramp-up included), and over the
+# messages sent after the last member learned its room.
 # Env: USERS (1000), SIZE (10), SENDERS (1), INTERVAL_MS (1000), RATE (100 users/s),
 # RUN_TIME (60s), PORTS (9401,9402; /metrics 10 higher), CHAT_NODE_BIN, LOADTEST_BIN, OUT,
 # CARGO_TARGET_DIR.
