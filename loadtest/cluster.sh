@@ -1,8 +1,8 @@
 # Sourced by loadtest/connections.sh, login.sh, rooms.sh and storm.sh (not run on its
 # own): a fresh cluster of release nodes with its own database, Redis prefix and random
-# session key, and the cleanup that stops the nodes and drops both. Every simulated user comes from
-# 127.0.0.1, so the per-address registration and failed-login limits are lifted (older
-# nodes ignore those variables).
+# session key, and the cleanup that stops the nodes and drops both. Every simulated user
+# comes from 127.0.0.1, so the per-address registration and failed-login limits are
+# lifted (older nodes ignore those variables).
 #
 #   cluster_init <name>           sets TAG, DB, PREFIX, KEY, OUT (if unset); traps EXIT
 #   cluster_binaries              sets CHAT_NODE_BIN and LOADTEST_BIN, building what is
