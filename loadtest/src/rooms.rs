@@ -16,26 +16,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_common::protocol::{ClientFrame, ServerFrame};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use goose::prelude::*;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::plan::{self, Kind};
 use crate::totals::lock;
+use crate::ws::{dial, send_frame, Sink, Stream, REPLY_WAIT};
 use crate::{fail, log_in, session, SETTINGS};
 
 /// How long the room's creator waits for its members to register.
 const CREATE_TRIES: u32 = 300;
 const CREATE_PAUSE: Duration = Duration::from_secs(1);
-const REPLY_WAIT: Duration = Duration::from_secs(10);
-
-type Stream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The scenario's settings, from the environment.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +85,7 @@ pub fn set_plan(plan: RoomPlan) {
 }
 
 struct RoomSocket {
-    sink: tokio::sync::Mutex<SplitSink<Stream, Message>>,
+    sink: Sink,
     /// The room's id once a `room` or `rooms` frame named it; 0 before.
     room: Arc<AtomicU64>,
     /// The last error frame's code.
@@ -107,13 +101,7 @@ impl Drop for RoomSocket {
 
 impl RoomSocket {
     async fn send(&self, frame: &ClientFrame) -> Result<(), String> {
-        let text = serde_json::to_string(frame).map_err(|e| format!("encode frame: {e}"))?;
-        self.sink
-            .lock()
-            .await
-            .send(Message::text(text))
-            .await
-            .map_err(|e| format!("send frame: {e}"))
+        send_frame(&self.sink, frame).await
     }
 }
 
@@ -167,20 +155,10 @@ fn joined(room: &AtomicU64, id: u64) {
 }
 
 async fn open(url: &str, cookie: &str, me: &str) -> Result<RoomSocket, String> {
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| format!("websocket request: {e}"))?;
-    let cookie = HeaderValue::from_str(cookie).map_err(|e| format!("cookie header: {e}"))?;
-    req.headers_mut().insert("Cookie", cookie);
     // Frames here are small; tungstenite's default 128 KiB read buffer, zeroed on every
     // read that needs more room, cost the generator more CPU than the frames themselves.
     let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
-    let (stream, _) = tokio::time::timeout(REPLY_WAIT, connect)
-        .await
-        .map_err(|_| "websocket upgrade timed out".to_owned())?
-        .map_err(|e| format!("websocket upgrade: {e}"))?;
-    let (sink, stream) = stream.split();
+    let (sink, stream) = dial(url, cookie, Some(config), true).await?.split();
     let room = Arc::new(AtomicU64::new(0));
     let error = Arc::new(Mutex::new(None));
     let reader = tokio::spawn(read(stream, me.to_owned(), room.clone(), error.clone()));

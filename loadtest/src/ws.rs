@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::totals::{lock, TOTALS};
@@ -23,8 +24,39 @@ use crate::totals::{lock, TOTALS};
 /// How long a request over the socket may take before it counts as failed.
 pub const REPLY_WAIT: Duration = Duration::from_secs(10);
 
-type Stream =
+pub type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Sink = tokio::sync::Mutex<SplitSink<Stream, Message>>;
+
+/// Opens `/ws` with the session cookie, within [`REPLY_WAIT`].
+pub async fn dial(
+    url: &str,
+    cookie: &str,
+    config: Option<WebSocketConfig>,
+    disable_nagle: bool,
+) -> Result<Stream, String> {
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| format!("websocket request: {e}"))?;
+    let cookie = HeaderValue::from_str(cookie).map_err(|e| format!("cookie header value: {e}"))?;
+    req.headers_mut().insert("Cookie", cookie);
+    let connect = tokio_tungstenite::connect_async_with_config(req, config, disable_nagle);
+    let (stream, _) = tokio::time::timeout(REPLY_WAIT, connect)
+        .await
+        .map_err(|_| "websocket upgrade timed out".to_owned())?
+        .map_err(|e| format!("websocket upgrade: {e}"))?;
+    Ok(stream)
+}
+
+/// Sends one client frame as JSON text.
+pub async fn send_frame(sink: &Sink, frame: &ClientFrame) -> Result<(), String> {
+    let text = serde_json::to_string(frame).map_err(|e| format!("encode frame: {e}"))?;
+    sink.lock()
+        .await
+        .send(Message::text(text))
+        .await
+        .map_err(|e| format!("send frame: {e}"))
+}
 
 /// What a request over the socket got back.
 #[derive(Debug)]
@@ -48,7 +80,7 @@ struct Waiting {
 }
 
 pub struct Conn {
-    sink: tokio::sync::Mutex<SplitSink<Stream, Message>>,
+    sink: Sink,
     waiting: Arc<Waiting>,
     reader: JoinHandle<()>,
 }
@@ -62,17 +94,7 @@ impl Drop for Conn {
 impl Conn {
     /// Opens `/ws` with the session cookie and reads the opening `updateUsers`.
     pub async fn open(url: &str, cookie: &str, me: &str, partner: &str) -> Result<Self, String> {
-        let mut req = url
-            .into_client_request()
-            .map_err(|e| format!("websocket request: {e}"))?;
-        let cookie =
-            HeaderValue::from_str(cookie).map_err(|e| format!("cookie header value: {e}"))?;
-        req.headers_mut().insert("Cookie", cookie);
-        let (stream, _) = tokio::time::timeout(REPLY_WAIT, tokio_tungstenite::connect_async(req))
-            .await
-            .map_err(|_| "websocket upgrade timed out".to_owned())?
-            .map_err(|e| format!("websocket upgrade: {e}"))?;
-        let (sink, mut stream) = stream.split();
+        let (sink, mut stream) = dial(url, cookie, None, false).await?.split();
         tokio::time::timeout(REPLY_WAIT, first_frame(&mut stream))
             .await
             .map_err(|_| "no updateUsers frame in time".to_owned())??;
@@ -92,13 +114,7 @@ impl Conn {
     }
 
     async fn send(&self, frame: &ClientFrame) -> Result<(), String> {
-        let text = serde_json::to_string(frame).map_err(|e| format!("encode frame: {e}"))?;
-        self.sink
-            .lock()
-            .await
-            .send(Message::text(text))
-            .await
-            .map_err(|e| format!("send frame: {e}"))
+        send_frame(&self.sink, frame).await
     }
 
     async fn wait(rx: oneshot::Receiver<Reply>) -> Result<Reply, String> {
