@@ -7,7 +7,10 @@
 //! 1. one lookup of every `clientId` of the batch, before the lock (duplicates inside
 //!    the batch are found in memory);
 //! 2. the database's one sequence lock (`GET_LOCK('chat:<db>:seq')`), which every
-//!    node's batches and every membership change take;
+//!    node's batches and every membership change take. Once it is granted, the batch
+//!    takes in what was queued while it waited (up to `max_batch`): those messages go
+//!    in this turn rather than after the other nodes' next ones. Their `clientId`s were
+//!    not looked up; a stored one fails the insert, as in step 4;
 //! 3. one lookup of the room memberships its room messages need;
 //! 4. one multi-row `INSERT … RETURNING id`, so ids come back in insertion order. It is
 //!    the batch's one transaction (autocommit): MariaDB answers it once it is committed.
@@ -222,10 +225,10 @@ impl Task {
         let mut jobs = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut jobs, self.max_batch).await > 0 {
             let started = Instant::now();
-            self.metrics.batch_size.observe(jobs.len() as f64);
-            let written = tokio::time::timeout(BATCH_TIMEOUT, self.write(&jobs))
+            let written = tokio::time::timeout(BATCH_TIMEOUT, self.write(&mut jobs, &mut rx))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Write("the batch timed out".into())));
+            self.metrics.batch_size.observe(jobs.len() as f64);
             let outcomes = match written {
                 Ok(outcomes) => outcomes,
                 Err(e) => {
@@ -302,7 +305,11 @@ impl Task {
         }
     }
 
-    async fn write(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    async fn write(
+        &mut self,
+        jobs: &mut Vec<Job>,
+        rx: &mut mpsc::Receiver<Job>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
@@ -310,7 +317,16 @@ impl Task {
                 self.conn.insert(conn)
             }
         };
-        write_batch(conn, &mut self.sql, &self.locks, jobs).await
+        let max = self.max_batch;
+        let late = |jobs: &mut Vec<Job>| {
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        };
+        write_batch(conn, &mut self.sql, &self.locks, jobs, late).await
     }
 }
 
@@ -344,17 +360,20 @@ enum Plan {
 }
 
 /// Writes the batch under the sequence lock. The lock stays held when this returns `Ok`;
-/// the caller releases it after delivery.
+/// the caller releases it after delivery. Once the lock is granted, `late` adds the jobs
+/// that came while the batch waited for it, so they go in this turn, not the next.
 async fn write_batch(
     conn: &mut Conn,
     sql: &mut Statements,
     lock: &LockName,
-    jobs: &[Job],
+    jobs: &mut Vec<Job>,
+    late: impl FnOnce(&mut Vec<Job>),
 ) -> Result<Vec<Outcome>, StoreError> {
     // Read before the lock, so the lock is held for less: a stored `clientId` is a retry,
-    // and one that another node stores after this read makes the INSERT fail on the
-    // unique key, writing nothing; the batch is then planned again under the lock.
-    let existing = find_existing(conn, sql, jobs).await?;
+    // and one that another node stores after this read (or a late job's, not read here)
+    // makes the INSERT fail on the unique key, writing nothing; the batch is then
+    // planned again under the lock.
+    let mut existing = find_existing(conn, sql, jobs).await?;
 
     let granted: Option<i64> = conn.exec_first(sql.lock(), (lock.name(),)).await?.flatten();
     if granted != Some(1) {
@@ -362,6 +381,9 @@ async fn write_batch(
             "timed out waiting for the sequence lock".into(),
         ));
     }
+    late(jobs);
+    existing.resize(jobs.len(), None);
+    let jobs: &[Job] = jobs;
 
     // No BEGIN/COMMIT: the INSERT is the batch's only write, and with autocommit it is a
     // transaction of its own, committed (fsync included) before MariaDB answers it.
@@ -438,7 +460,7 @@ async fn write_batch(
 /// room memberships.
 fn plan(
     jobs: &[Job],
-    existing: &HashMap<(i64, &str), ExistingRow>,
+    existing: &[Option<ExistingRow>],
     members: &HashSet<(i64, i64)>,
 ) -> Vec<Plan> {
     let mut first_use: HashMap<(i64, &str), usize> = HashMap::new();
@@ -454,7 +476,7 @@ fn plan(
                 return Plan::Insert;
             };
             let key = (job.message.sender.id, pad_space(cid));
-            if let Some(row) = existing.get(&key) {
+            if let Some(Some(row)) = existing.get(i) {
                 return Plan::Existing(row.clone());
             }
             match first_use.get(&key) {
@@ -509,22 +531,23 @@ struct ExistingRow {
     sent_at: NaiveDateTime,
 }
 
-/// Rows already stored under the batch's (sender, clientId) pairs.
-async fn find_existing<'j>(
+/// For each job, the row already stored under its (sender, clientId), if any.
+async fn find_existing(
     conn: &mut Conn,
     sql: &mut Statements,
-    jobs: &'j [Job],
-) -> Result<HashMap<(i64, &'j str), ExistingRow>, StoreError> {
-    let pairs: Vec<(i64, &str)> = jobs
+    jobs: &[Job],
+) -> Result<Vec<Option<ExistingRow>>, StoreError> {
+    let keys: Vec<Option<(i64, &str)>> = jobs
         .iter()
-        .filter_map(|j| {
+        .map(|j| {
             j.message
                 .client_id
                 .as_deref()
                 .map(|c| (j.message.sender.id, pad_space(c)))
         })
         .collect();
-    let mut found = HashMap::new();
+    let pairs: Vec<(i64, &str)> = keys.iter().flatten().copied().collect();
+    let mut found = vec![None; jobs.len()];
     if pairs.is_empty() {
         return Ok(found);
     }
@@ -543,21 +566,16 @@ async fn find_existing<'j>(
             String,
             Value,
         ) = mysql_async::from_row_opt(row).map_err(|e| StoreError::Write(e.to_string()))?;
-        // Map the row back to the batch's borrowed key (the collation is binary).
-        if let Some(key) = pairs
-            .iter()
-            .find(|(s, c)| *s == sender_id && *c == pad_space(&client_id))
-        {
-            let sent_at = from_value(&sent_at)?;
-            found.insert(
-                *key,
-                ExistingRow {
-                    id,
-                    channel_id,
-                    body,
-                    sent_at,
-                },
-            );
+        // Map the row back to the jobs of its key (the collation is binary).
+        let row = ExistingRow {
+            id,
+            channel_id,
+            body,
+            sent_at: from_value(&sent_at)?,
+        };
+        let key = Some((sender_id, pad_space(&client_id)));
+        for (slot, _) in found.iter_mut().zip(&keys).filter(|(_, k)| **k == key) {
+            *slot = Some(row.clone());
         }
     }
     Ok(found)

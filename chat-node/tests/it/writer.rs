@@ -835,11 +835,6 @@ async fn a_retry_stored_elsewhere_while_the_batch_waits_for_the_lock() {
     new_message(&plug.await.expect("plug task"));
     // The batch has read its clientIds and waits for the lock.
     until_lock_waiters(&mut watcher, &s.db.name, 1).await;
-    assert_eq!(
-        w.metrics.batch_size.get_sample_sum(),
-        3.0,
-        "the plug, then one batch"
-    );
 
     diesel::sql_query(
         "INSERT INTO messages (channel_id, sender_id, recipient_id, client_id, body, sent_at) \
@@ -887,4 +882,88 @@ async fn a_retry_stored_elsewhere_while_the_batch_waits_for_the_lock() {
             (bystander, Some("bystander".to_owned())),
         ]
     );
+    assert_eq!(
+        (
+            w.metrics.batch_size.get_sample_count(),
+            w.metrics.batch_size.get_sample_sum()
+        ),
+        (2, 3.0),
+        "the plug, then one batch"
+    );
+}
+
+/// Messages queued while a batch waits for the sequence lock go in that batch, once the
+/// lock is granted. A retry among them (its clientId not looked up before the lock) is
+/// still answered with the stored message, and the others are stored once.
+#[tokio::test]
+async fn messages_queued_while_the_batch_waits_for_the_lock_join_it() {
+    let s = Scene::new().await;
+    let w = PluggedWriter::start(&s.db.url);
+    let mut watcher = s.db.conn().await;
+
+    // Another node holds the lock; the first message's batch waits for it.
+    let mut other_node = s.db.conn().await;
+    diesel::sql_query(format!("DO GET_LOCK('chat:{}:seq', 30)", s.db.name))
+        .execute(&mut other_node)
+        .await
+        .expect("the sequence lock");
+    let mut writes = Vec::new();
+    for m in [
+        s.message(&s.a, &s.b, Some("first"), "took the lock's queue"),
+        s.message(&s.b, &s.a, Some("late"), "came while it waited"),
+        s.message(&s.a, &s.b, Some("old"), "a retry of the stored one"),
+        s.message(&s.a, &s.c, None, "no clientId"),
+    ] {
+        let w = w.writer.clone();
+        writes.push(tokio::spawn(async move { w.write(m).await }));
+        if writes.len() == 1 {
+            until_lock_waiters(&mut watcher, &s.db.name, 1).await;
+        }
+    }
+    // The late ones are queued (the writer has nothing else to do with them).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    diesel::sql_query("DO RELEASE_ALL_LOCKS()")
+        .execute(&mut other_node)
+        .await
+        .expect("release");
+    w.release.notify_one();
+
+    let mut results = Vec::new();
+    for write in writes {
+        results.push(
+            tokio::time::timeout(Duration::from_secs(10), write)
+                .await
+                .expect("every write is answered")
+                .expect("write task"),
+        );
+    }
+    let first = i64::from(new_message(&results[0]).id);
+    let late = i64::from(new_message(&results[1]).id);
+    match &results[2] {
+        Ok(Stored::Duplicate(m)) => assert_eq!(i64::from(m.id), s.old_id),
+        other => panic!("expected the stored message: {other:?}"),
+    }
+    let bare = i64::from(new_message(&results[3]).id);
+    assert!(first < late && late < bare, "ids in queue order");
+    let rows: Vec<i64> = all_rows(&mut watcher)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(rows, vec![s.old_id, first, late, bare], "each stored once");
+    assert_eq!(
+        (
+            w.metrics.batch_size.get_sample_count(),
+            w.metrics.batch_size.get_sample_sum()
+        ),
+        (1, 4.0),
+        "one batch of all four"
+    );
+    let delivered = w.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "one publication");
+    let published: Vec<i64> = delivered[0]
+        .iter()
+        .map(|c| i64::from(c.message.id))
+        .collect();
+    assert_eq!(published, vec![s.old_id, first, late, bare], "in id order");
 }
