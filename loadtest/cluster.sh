@@ -61,7 +61,10 @@ cluster_cleanup() {
 }
 
 start_node() { # port id bcrypt-cost
-  env CHAT_LISTEN="127.0.0.1:$1" \
+  # Without RUST_BACKTRACE, as in the images: with it set (a developer's shell often has
+  # it), every error made inside actix-session captures a backtrace, which a storm of
+  # refused upgrades makes a visible share of a node's CPU.
+  env -u RUST_BACKTRACE CHAT_LISTEN="127.0.0.1:$1" \
     CHAT_METRICS_LISTEN="127.0.0.1:$(( $1 + 10 ))" \
     DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
     REDIS_URL="redis://127.0.0.1:6379" \

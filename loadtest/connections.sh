@@ -10,6 +10,11 @@
 # CHAT_DEV=true, bcrypt cost 4 so logins of seeded users are cheap), seeds the directory
 # with loadtest/seed.sh, and runs the `connections` scenario: every user logs in over
 # HTTP and holds one WebSocket (source addresses 127.0.0.2.., a ping every 20 s).
+# By default (LOGINS_FIRST=1) every user logs in first, and only then do the sockets open,
+# DIAL_RATE a second per generator: the time to open all is then the time the nodes take
+# to upgrade sockets whose sessions exist, as in a reconnect storm, and bcrypt (measured
+# by loadtest/login.sh) is not part of it. LOGINS_FIRST=0: each user opens its socket as
+# soon as it has logged in, and the time to open includes the logins.
 # Once the nodes' chat_ws_connections add up to the sockets wanted it waits for the
 # generator's second RSS reading, samples each node's CPU for CPU_SECS, stops the
 # generators (SIGINT: goose closes the sockets and prints its report) and prints:
@@ -21,8 +26,10 @@
 # holds several sockets like several tabs (the nodes' per-user socket limit is raised to
 # fit). DIRECTORY=500: the small-directory points, where every socket lists, and follows
 # the presence of, every user.
-# Env: PORTS (default 9281,9282; each node's /metrics listens 10 ports higher), SOURCES (source addresses, default 8), RATE (users
-# started per second per generator, default 1000), SPLIT (above this many sockets two
+# Env: PORTS (default 9281,9282; each node's /metrics listens 10 ports higher), SOURCES
+# (source addresses, default 8), RATE (users started per second per generator, default
+# 1000), LOGINS_FIRST (1), DIAL_RATE (sockets opened per second per generator once all
+# are logged in, default 1000; 0 is all at once), SPLIT (above this many sockets two
 # generator processes share them, default 9000), PREFIX (seeded names, default ls),
 # CPU_SECS (10), RSS_SETTLE_MS (3000), OPEN_TIMEOUT (s, default 120 + N/50),
 # CHAT_NODE_BIN (a node binary instead of this tree's release build), OUT,
@@ -41,6 +48,8 @@ RATE="${RATE:-1000}"
 SPLIT="${SPLIT:-9000}"
 PREFIX="${PREFIX:-ls}"
 CPU_SECS="${CPU_SECS:-10}"
+LOGINS_FIRST="${LOGINS_FIRST:-1}"
+DIAL_RATE="${DIAL_RATE:-1000}"
 RSS_SETTLE_MS="${RSS_SETTLE_MS:-3000}"
 
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 1 ] || { echo "N is a number of sockets >= 1" >&2; exit 2; }
@@ -97,6 +106,7 @@ else
 fi
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+mkdir -p "$OUT/gate"
 t0=$(now)
 offset=0
 g=0
@@ -107,6 +117,10 @@ for users in "${GENS[@]}"; do
     extra=(LOADTEST_NODE_PIDS="$PIDS_CSV" LOADTEST_NODE_METRICS="$METRICS"
            LOADTEST_EXPECT_SOCKETS="$SOCKETS"
            LOADTEST_RSS_SETTLE_MS="$RSS_SETTLE_MS")
+  fi
+  if [ "$LOGINS_FIRST" = 1 ]; then
+    extra+=(LOADTEST_LOGINS_FIRST=1 LOADTEST_DIAL_RATE="$DIAL_RATE"
+            LOADTEST_GATE_DIR="$OUT/gate" LOADTEST_GATE_PROCS="${#GENS[@]}")
   fi
   env LOADTEST_HOSTS="$HOSTS" LOADTEST_RUN="c$TAG" LOADTEST_SEEDED="$PREFIX" \
     LOADTEST_USER_OFFSET="$offset" LOADTEST_SOURCES="$SOURCES" LOADTEST_SEEDED_USERS="$USERS" \
@@ -134,7 +148,14 @@ while :; do
   if [ "$total" -ge "$SOCKETS" ] && [ "$done_gens" -ge "${#GENS[@]}" ]; then
     last_ms=$(cat "$OUT"/gen-*.txt | awk '$1 == "all_open:" {
       for (i = 2; i < NF; i++) if ($i == "unix_ms") print $(i + 1) }' | sort -n | tail -1)
-    open_s=$(awk -v a="$t0_ms" -v b="$last_ms" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
+    # With LOGINS_FIRST the sockets open from the first `dial_start:` on.
+    dial_ms=$(cat "$OUT"/gen-*.txt | awk '$1 == "dial_start:" {
+      for (i = 2; i < NF; i++) if ($i == "unix_ms") print $(i + 1) }' | sort -n | head -1)
+    from_ms="${dial_ms:-$t0_ms}"
+    open_s=$(awk -v a="$from_ms" -v b="$last_ms" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
+    if [ -n "$dial_ms" ]; then
+      login_s=$(awk -v a="$t0_ms" -v b="$dial_ms" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
+    fi
     break
   fi
   alive=0
@@ -146,7 +167,11 @@ while :; do
   fi
   sleep 0.25
 done
-echo "open: ${counts[*]} (${open_s:-not all} s after the generators started)"
+if [ -n "${login_s:-}" ]; then
+  echo "open: ${counts[*]} (logins took ${login_s} s, then ${open_s:-not all} s to open every socket)"
+else
+  echo "open: ${counts[*]} (${open_s:-not all} s after the generators started)"
+fi
 
 # The generator reads RSS RSS_SETTLE_MS after all are open; sample CPU after that.
 sleep "$(awk -v ms="$RSS_SETTLE_MS" 'BEGIN { print ms / 1000 + 1 }')"
@@ -208,5 +233,12 @@ for users in "${GENS[@]}"; do
 done
 echo "load during the CPU sample: $(sed -n 2p "$OUT/top.txt"); top snapshot in $OUT/top.txt:"
 sed -n '8,22p' "$OUT/top.txt" | sed 's/^/  /'
-echo "time to open all: ${open_s:-not all} s (generators started -> last socket past its updateUsers; users started at $RATE/s per generator, so at least $(( (SOCKETS + ${#GENS[@]} * RATE - 1) / (${#GENS[@]} * RATE) )) s)"
+if [ -n "${login_s:-}" ]; then
+  pace="sockets dialled at $DIAL_RATE/s per generator"
+  [ "$DIAL_RATE" = 0 ] && pace="every socket dialled at once"
+  echo "logins: ${login_s} s (generators started -> every user logged in; users started at $RATE/s per generator)"
+  echo "time to open all: ${open_s:-not all} s (first socket dialled -> last socket past its updateUsers; $pace)"
+else
+  echo "time to open all: ${open_s:-not all} s (generators started -> last socket past its updateUsers; users started at $RATE/s per generator, so at least $(( (SOCKETS + ${#GENS[@]} * RATE - 1) / (${#GENS[@]} * RATE) )) s)"
+fi
 echo "connect (upgrade + updateUsers) ms: n $(wc -l <"$OUT/connect.us") p50 $(pct 50) p99 $(pct 99) max $(pct 100)"

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_common::protocol::ServerFrame;
 use futures_util::{SinkExt, StreamExt};
 use goose::prelude::*;
 use tokio::net::{TcpSocket, TcpStream};
@@ -37,6 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::gate::Gate;
 use crate::plan::{self, Kind};
 use crate::totals::lock;
 use crate::{fail, login, NEXT_USER, SETTINGS};
@@ -222,15 +222,18 @@ async fn open(
         .map_err(|_| OpenError::Other("no updateUsers in time".into()))?
 }
 
+/// Waits for `updateUsers`, telling frames apart by their `type` alone: a full parse of
+/// a 1,000-user `updateUsers` for each of 20,000 sockets made the generator, which shares
+/// the cores with the nodes, a third of a connect storm's CPU.
 async fn first_frame(ws: &mut Stream) -> Result<(), OpenError> {
     while let Some(msg) = ws.next().await {
         match msg.map_err(|e| OpenError::Other(format!("websocket read: {e}")))? {
-            Message::Text(t) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
-                Ok(ServerFrame::UpdateUsers { .. }) => return Ok(()),
-                Ok(ServerFrame::Presence { .. }) => {
+            Message::Text(t) => match plan::frame_type(t.as_str()) {
+                Some("updateUsers") => return Ok(()),
+                Some("presence") => {
                     TOTALS.presence_first.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(_) | Err(_) => {
+                _ => {
                     return Err(OpenError::Other(format!(
                         "first frame is not updateUsers: {}",
                         t.as_str().chars().take(120).collect::<String>()
@@ -290,17 +293,22 @@ async fn hold(ws: Stream, stop: &mut oneshot::Receiver<()>, seen: &mut Seen) -> 
         tokio::select! {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    // A substring test, not a JSON parse: in a presence storm the generator
+                    // The type alone, not a JSON parse: in a presence storm the generator
                     // shares the cores with the nodes and must not be what falls behind.
                     TOTALS.text_frames.fetch_add(1, Ordering::Relaxed);
-                    if t.as_str().contains(r#""type":"presence""#) {
-                        TOTALS.presence_frames.fetch_add(1, Ordering::Relaxed);
-                    } else if t.as_str().contains(r#""type":"chatMessage""#) {
-                        if let Some(id) = message_id(t.as_str()) {
-                            seen.ids.insert(id);
+                    match plan::frame_type(t.as_str()) {
+                        Some("presence") => {
+                            TOTALS.presence_frames.fetch_add(1, Ordering::Relaxed);
                         }
-                    } else if t.as_str().contains(r#""type":"error""#) {
-                        TOTALS.error_frames.fetch_add(1, Ordering::Relaxed);
+                        Some("chatMessage") => {
+                            if let Some(id) = message_id(t.as_str()) {
+                                seen.ids.insert(id);
+                            }
+                        }
+                        Some("error") => {
+                            TOTALS.error_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
                     }
                 }
                 Some(Ok(Message::Ping(_))) => {
@@ -644,6 +652,36 @@ async fn connect(
     }
 }
 
+/// The user's name and session cookie: a login, after a registration unless the users
+/// are seeded.
+async fn sign_in(
+    user: &mut GooseUser,
+    settings: &crate::Settings,
+    n: usize,
+) -> (String, Result<String, Box<TransactionError>>) {
+    match &settings.seeded {
+        // LOADTEST_SEEDED_USERS=d: more sockets than seeded users, user n logs in as
+        // the (n mod d)-th (several sockets per user, as several tabs).
+        Some(prefix) => {
+            let users = std::env::var("LOADTEST_SEEDED_USERS")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|d| *d > 0);
+            let name = plan::seeded_name(prefix, users.map_or(n, |d| n % d));
+            let cookie = login::log_in(user, &name, plan::SEEDED_PASSWORD, n).await;
+            (name, cookie)
+        }
+        None => {
+            let name = plan::username(&settings.run, Kind::Connections, n);
+            let cookie = match login::register(user, &name, plan::PASSWORD, n).await {
+                Ok(_) => login::log_in(user, &name, plan::PASSWORD, n).await,
+                Err(e) => Err(e),
+            };
+            (name, cookie)
+        }
+    }
+}
+
 /// Logs in (registering first unless the users are seeded) and opens the socket.
 pub async fn start(user: &mut GooseUser) -> TransactionResult {
     let settings = SETTINGS.get().ok_or_else(|| fail("settings not set"))?;
@@ -654,27 +692,11 @@ pub async fn start(user: &mut GooseUser) -> TransactionResult {
     }
     let base = user.base_url.as_str().trim_end_matches('/').to_owned();
     TOTALS.first_start.get_or_init(Instant::now);
-    let (name, password) = match &settings.seeded {
-        // LOADTEST_SEEDED_USERS=d: more sockets than seeded users, user n logs in as
-        // the (n mod d)-th (several sockets per user, as several tabs).
-        Some(prefix) => {
-            let users = std::env::var("LOADTEST_SEEDED_USERS")
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .filter(|d| *d > 0);
-            let k = users.map_or(n, |d| n % d);
-            (plan::seeded_name(prefix, k), plan::SEEDED_PASSWORD)
-        }
-        None => {
-            let name = plan::username(&settings.run, Kind::Connections, n);
-            if let Err(e) = login::register(user, &name, plan::PASSWORD, n).await {
-                TOTALS.login_failed.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-            (name, plan::PASSWORD)
-        }
-    };
-    let cookie = match login::log_in(user, &name, password, n).await {
+    let (name, cookie) = sign_in(user, settings, n).await;
+    if let Some(gate) = Gate::installed() {
+        gate.pass(k).await;
+    }
+    let cookie = match cookie {
         Ok(cookie) => cookie,
         Err(e) => {
             TOTALS.login_failed.fetch_add(1, Ordering::Relaxed);

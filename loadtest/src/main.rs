@@ -40,6 +40,7 @@
 //!   read of local nodes (`/proc`, `/metrics`).
 
 mod connections;
+mod gate;
 mod login;
 mod nodes;
 mod plan;
@@ -130,6 +131,11 @@ Environment:
                                       reconnected and finished their sync walk
   LOADTEST_SYNC_EXPECT=<k>            connections: count reconnected sockets that had
                                       received exactly / fewer / more than k messages
+  LOADTEST_LOGINS_FIRST=1             connections: every user logs in, then the sockets open
+                                      (prints `dial_start:`), LOADTEST_DIAL_RATE a second
+                                      (default 0: all at once)
+  LOADTEST_GATE_DIR=<dir>             with LOGINS_FIRST: the sockets of LOADTEST_GATE_PROCS
+                                      generator processes open once all of them logged in
 
 Drivers: loadtest/bench.sh, ab.sh, history-bench.sh, connections.sh, storm.sh, login.sh,
 seed.sh, rooms.sh.
@@ -683,6 +689,21 @@ async fn run() -> Result<(), String> {
             seeded,
         })
         .map_err(|_| "settings set twice".to_owned())?;
+    if env("LOADTEST_LOGINS_FIRST").is_some_and(|v| v == "1") {
+        let users =
+            own_sockets.ok_or("LOADTEST_LOGINS_FIRST needs connections alone and --users")?;
+        let dial_rate = env_number("LOADTEST_DIAL_RATE")?.unwrap_or(0);
+        let peers = match env("LOADTEST_GATE_DIR") {
+            Some(dir) => Some(gate::Peers {
+                dir: dir.into(),
+                processes: env_number("LOADTEST_GATE_PROCS")?.unwrap_or(1) as usize,
+                me: format!("{offset}.in"),
+            }),
+            None => None,
+        };
+        let dial_rate = u32::try_from(dial_rate).map_err(|_| "LOADTEST_DIAL_RATE is too big")?;
+        gate::Gate::install(gate::Gate::new(users, dial_rate, peers))?;
+    }
     if ran[Kind::Connections.index()] {
         connections::watch(own_sockets);
         connections::watch_resync(env_number("LOADTEST_RESYNC_TARGET")?);

@@ -271,6 +271,14 @@ pub fn cookie_header<'a>(set_cookies: impl IntoIterator<Item = &'a str>) -> Opti
     (!pairs.is_empty()).then(|| pairs.join("; "))
 }
 
+/// The `type` of a server frame, found by its key rather than by parsing the frame. The
+/// nodes write it first, except in `presence` frames, which Redis's cjson writes in any
+/// order. No other key is `type`, and no string value holds an unescaped quote.
+pub fn frame_type(text: &str) -> Option<&str> {
+    let at = text.find(r#""type":""#)?;
+    text[at + 8..].split('"').next()
+}
+
 /// The `p`th percentile (0..=100) of sorted values, nearest rank.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
@@ -663,5 +671,23 @@ mod tests {
         for bad in ["500-100", "x", ""] {
             assert!(parse_pause(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_frame_type_is_found_by_its_key() {
+        assert_eq!(
+            frame_type(r#"{"type":"updateUsers","users":[]}"#),
+            Some("updateUsers")
+        );
+        assert_eq!(
+            frame_type(r#"{"type":"presence","username":"a"}"#),
+            Some("presence")
+        );
+        assert_eq!(
+            frame_type(r#"{"online":true,"username":"a","type":"presence"}"#),
+            Some("presence")
+        );
+        assert_eq!(frame_type(r#"{"type":"#), Some(""));
+        assert_eq!(frame_type("not json"), None);
     }
 }
