@@ -163,6 +163,14 @@ pub struct Config {
     /// WebSocket upgrades a node admits at once above the sustained rate.
     #[arg(long, env = "CHAT_WS_ADMIT_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub ws_admit_burst: u32,
+    /// Sockets a node sets up at once (from the upgrade to the first frames), whatever the
+    /// rate allows; further upgrades wait for one.
+    #[arg(long, env = "CHAT_WS_ADMIT_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_admit_in_flight: u64,
+    /// Upgrades that may wait (up to 5 s) for a set-up; past this, or after the wait, an
+    /// upgrade gets 503 with Retry-After 1.
+    #[arg(long, env = "CHAT_WS_ADMIT_QUEUE", default_value_t = 256)]
+    pub ws_admit_queue: u64,
     // Rooms: what one room and one user may grow to.
     /// Members a room may have, its owner included (at most PROTOCOL.md's 1000); past it
     /// `createRoom` and `addMembers` answer `room_full`.

@@ -210,7 +210,7 @@ impl Metrics {
             ws_admission_refused: counter(
                 &r,
                 "chat_ws_admission_refused_total",
-                "WebSocket upgrades refused with 503 over the node's admission rate",
+                "WebSocket upgrades refused with 503 by admission: over the rate, or too many set-ups at once",
             )?,
             registry: r,
         })

@@ -145,15 +145,22 @@ impl Keys {
 }
 
 /// A multiplexed connection opened on first use and shared by clones: no pool checkout
-/// (and its `UNWATCH`/`PING`) per command, and it reconnects by itself.
+/// (and its `UNWATCH`/`PING`) per command, and it reconnects by itself. Its commands and
+/// connection attempts fail after [`POOL_WAIT`], as the pool's do: with Redis gone, a
+/// command would otherwise wait for it to come back.
 #[derive(Clone, Default)]
 pub struct Multiplexed(Arc<tokio::sync::OnceCell<redis::aio::ConnectionManager>>);
 
 impl Multiplexed {
     pub async fn get(&self, redis: &Redis) -> Result<redis::aio::ConnectionManager, RedisError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(POOL_WAIT)
+            .set_connection_timeout(POOL_WAIT);
         let conn = self
             .0
-            .get_or_try_init(|| redis::aio::ConnectionManager::new(redis.client().clone()))
+            .get_or_try_init(|| {
+                redis::aio::ConnectionManager::new_with_config(redis.client().clone(), config)
+            })
             .await?;
         Ok(conn.clone())
     }

@@ -55,8 +55,11 @@ pub struct Presence {
     node_id: String,
     transitions: Arc<[tokio::sync::Mutex<()>]>,
     /// One multiplexed connection for what every socket calls (connect, disconnect,
-    /// online): a connect storm pipelines its calls on it instead of queueing for the
-    /// pool, which logins and sessions need too. It reconnects by itself.
+    /// online) and for the node's heartbeat and reaping: a connect storm pipelines its
+    /// calls on it instead of queueing for the pool, which logins and sessions need too,
+    /// and a heartbeat that waited for the pool through a storm got its live node reaped
+    /// (every user of it offline, then online again, to every socket that follows them).
+    /// It reconnects by itself.
     shared: Multiplexed,
 }
 
@@ -142,7 +145,7 @@ impl Presence {
     /// offline while connected. Returns how many users came back online that way.
     pub async fn heartbeat(&self, local_users: &[(i64, Arc<str>)]) -> Result<usize, RedisError> {
         let keys = &self.redis.keys;
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.shared().await?;
         let added: i64 = redis::cmd("ZADD")
             .arg(keys.nodes())
             .arg(now_ms())
@@ -150,7 +153,6 @@ impl Presence {
             .query_async(&mut conn)
             .await?;
         if added == 1 && !local_users.is_empty() {
-            drop(conn);
             let mut back = 0;
             for (id, name) in local_users {
                 if self.connect(*id, name).await? {
@@ -173,7 +175,7 @@ impl Presence {
     /// Reaps nodes silent for longer than `dead_after`; returns users published offline.
     pub async fn reap_dead(&self, dead_after: Duration) -> Result<usize, RedisError> {
         let keys = &self.redis.keys;
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.shared().await?;
         let cutoff = now_ms().saturating_sub(dead_after.as_millis() as u64);
         let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(keys.nodes())
@@ -197,11 +199,7 @@ impl Presence {
         Ok(changed + swept as usize)
     }
 
-    async fn reap(
-        &self,
-        conn: &mut deadpool_redis::Connection,
-        node: &str,
-    ) -> Result<usize, RedisError> {
+    async fn reap(&self, conn: &mut ConnectionManager, node: &str) -> Result<usize, RedisError> {
         let keys = &self.redis.keys;
         let changed: i64 = SCRIPTS
             .reap
@@ -219,7 +217,7 @@ impl Presence {
 
     /// A clean exit: this node's users go offline unless another node holds them.
     pub async fn leave(&self) -> Result<usize, RedisError> {
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.shared().await?;
         self.reap(&mut conn, &self.node_id.clone()).await
     }
 }

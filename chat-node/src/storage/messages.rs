@@ -113,28 +113,6 @@ impl Db {
         .await
     }
 
-    /// The user's one-to-one conversations: (channel, the other user's name).
-    pub async fn peer_channels(&self, user_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
-        #[derive(QueryableByName)]
-        struct PeerChannel {
-            #[diesel(sql_type = BigInt)]
-            id: i64,
-            #[diesel(sql_type = Varchar)]
-            username: String,
-        }
-        let query = diesel::sql_query(
-            "SELECT c.id, u.username FROM channels c JOIN users u ON u.id = c.user_high \
-             WHERE c.user_low = ? \
-             UNION ALL \
-             SELECT c.id, u.username FROM channels c JOIN users u ON u.id = c.user_low \
-             WHERE c.user_high = ?",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<BigInt, _>(user_id);
-        let rows: Vec<PeerChannel> = self.run(async |conn| query.load(conn).await).await?;
-        Ok(rows.into_iter().map(|r| (r.id, r.username)).collect())
-    }
-
     /// The newest `limit` messages of a conversation (one-to-one or a room's) older than
     /// `before`, oldest first, and whether older ones remain.
     pub async fn history(

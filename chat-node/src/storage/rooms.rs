@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Varchar};
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 
+use super::prepared::Prepared;
 use super::schema::{channels, room_members, rooms};
 use super::users::User;
 use super::{Db, StoreError};
@@ -454,22 +455,27 @@ impl Db {
 
     /// Every room `user_id` belongs to, with its members.
     pub async fn rooms_of(&self, user_id: i64) -> Result<Vec<Room>, StoreError> {
+        // Prepared once per pooled connection: every socket's set-up reads them. Most
+        // users have no room, and then the members are not asked for.
         let (rows, members) = self
             .run(async |conn| {
-                let rows: Vec<RoomRow> = diesel::sql_query(
+                let rows: Vec<RoomRow> = Prepared::new(
                     "SELECT r.id, r.channel_id, r.name, r.owner_id FROM room_members me \
                      JOIN rooms r ON r.id = me.room_id WHERE me.user_id = ? ORDER BY r.id",
+                    vec![user_id],
                 )
-                .bind::<BigInt, _>(user_id)
                 .load(conn)
                 .await?;
-                let members: Vec<MemberRow> = diesel::sql_query(
+                if rows.is_empty() {
+                    return Ok((rows, Vec::new()));
+                }
+                let members: Vec<MemberRow> = Prepared::new(
                     "SELECT rm.room_id, u.id, u.username FROM room_members me \
                      JOIN room_members rm ON rm.room_id = me.room_id \
                      JOIN users u ON u.id = rm.user_id WHERE me.user_id = ? \
                      ORDER BY rm.room_id, rm.joined_at, rm.user_id",
+                    vec![user_id],
                 )
-                .bind::<BigInt, _>(user_id)
                 .load(conn)
                 .await?;
                 Ok((rows, members))

@@ -4,7 +4,8 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 
-use super::schema::{channels, users};
+use super::prepared::Prepared;
+use super::schema::users;
 use super::{Db, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
@@ -122,42 +123,59 @@ impl Db {
         .await
     }
 
-    /// Everyone this user has a conversation with, one-to-one or in a room, in directory
-    /// order.
-    pub async fn peers(&self, user_id: i64) -> Result<Vec<User>, StoreError> {
-        let (low, high): (Vec<User>, Vec<User>) = self
-            .run(async |conn| {
-                let low = channels::table
-                    .inner_join(users::table.on(users::id.nullable().eq(channels::user_high)))
-                    .filter(channels::user_low.eq(user_id))
-                    .select(User::as_select())
-                    .load(conn)
-                    .await?;
-                let mut high = channels::table
-                    .inner_join(users::table.on(users::id.nullable().eq(channels::user_low)))
-                    .filter(channels::user_high.eq(user_id))
-                    .select(User::as_select())
-                    .load(conn)
-                    .await?;
-                // Room members count as conversation peers (for presence).
-                let co_members: Vec<User> = diesel::sql_query(
-                    "SELECT DISTINCT u.id, u.username FROM room_members me \
-                     JOIN room_members rm ON rm.room_id = me.room_id AND rm.user_id <> me.user_id \
-                     JOIN users u ON u.id = rm.user_id WHERE me.user_id = ?",
-                )
-                .bind::<diesel::sql_types::BigInt, _>(user_id)
-                .load(conn)
-                .await?;
-                high.extend(co_members);
-                Ok((low, high))
-            })
-            .await?;
-        let mut all = low;
-        all.extend(high);
-        all.sort_by(|a, b| directory_order(&a.username, &b.username));
-        all.dedup_by_key(|u| u.id);
-        Ok(all)
+    /// The user's conversations, in one statement kept prepared: a socket's set-up reads
+    /// them for its directory listing, its presence and its unread counts.
+    pub async fn conversations(&self, user_id: i64) -> Result<Conversations, StoreError> {
+        #[derive(QueryableByName)]
+        struct Row {
+            /// `None` for someone met in a room.
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            channel_id: Option<i64>,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+            #[diesel(sql_type = diesel::sql_types::Varchar)]
+            username: String,
+        }
+        let query = Prepared::new(
+            "SELECT c.id AS channel_id, u.id, u.username FROM channels c \
+               JOIN users u ON u.id = c.user_high WHERE c.user_low = ? \
+             UNION ALL \
+             SELECT c.id, u.id, u.username FROM channels c \
+               JOIN users u ON u.id = c.user_low WHERE c.user_high = ? \
+             UNION ALL \
+             SELECT DISTINCT NULL, u.id, u.username FROM room_members me \
+               JOIN room_members rm ON rm.room_id = me.room_id AND rm.user_id <> me.user_id \
+               JOIN users u ON u.id = rm.user_id WHERE me.user_id = ?",
+            vec![user_id, user_id, user_id],
+        );
+        let rows: Vec<Row> = self.run(async |conn| query.load(conn).await).await?;
+        let mut conversations = Conversations::default();
+        for row in rows {
+            let user = User {
+                id: row.id,
+                username: row.username,
+            };
+            if let Some(channel) = row.channel_id {
+                conversations.channels.push((channel, user.clone()));
+            }
+            conversations.peers.push(user);
+        }
+        conversations
+            .peers
+            .sort_by(|a, b| directory_order(&a.username, &b.username));
+        conversations.peers.dedup_by_key(|u| u.id);
+        Ok(conversations)
     }
+}
+
+/// What [`Db::conversations`] reads.
+#[derive(Debug, Default)]
+pub struct Conversations {
+    /// Each one-to-one conversation: its channel and the other user.
+    pub channels: Vec<(i64, User)>,
+    /// Everyone the user has a conversation with, one-to-one or in a room, once each, in
+    /// directory order.
+    pub peers: Vec<User>,
 }
 
 /// The order of `users.username` (`ascii_general_ci` compares ASCII upper-cased, so `_`

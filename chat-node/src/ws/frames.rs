@@ -110,12 +110,12 @@ impl Connection {
             .hub
             .head(|| state.db.directory_head(DIRECTORY_LIMIT + 1))
             .await?;
+        let conversations = state.db.conversations(self.me.id).await?;
         let names = if head.is_complete() {
             state.hub.follow_everyone(self.id);
             listing(&head, Vec::new(), DIRECTORY_LIMIT).names
         } else {
-            let peers = state.db.peers(self.me.id).await?;
-            let listed = listing(&head, peers, DIRECTORY_LIMIT);
+            let listed = listing(&head, conversations.peers, DIRECTORY_LIMIT);
             state
                 .hub
                 .follow_head(self.id, &head, listed.cutoff, &listed.beyond);
@@ -135,13 +135,13 @@ impl Connection {
         }
         drop(transition);
         let online = state.presence.online(&names).await?;
-        let peer_channels = state.db.peer_channels(self.me.id).await?;
+        let peer_channels = &conversations.channels;
         let mut channels: Vec<i64> = peer_channels.iter().map(|(c, _)| *c).collect();
         channels.extend(rooms.iter().map(|r| r.channel_id));
         let unread = state.db.unread(self.me.id, &channels).await?;
         let unread_by_name: HashMap<&str, u64> = peer_channels
             .iter()
-            .filter_map(|(c, name)| unread.get(c).map(|n| (name.as_str(), *n)))
+            .filter_map(|(c, peer)| unread.get(c).map(|n| (peer.username.as_str(), *n)))
             .collect();
         let rooms = rooms
             .iter()

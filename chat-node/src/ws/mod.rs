@@ -26,7 +26,7 @@ use crate::error::AppError;
 use crate::routes::resource;
 use crate::session::SessionUser;
 use crate::state::AppState;
-pub use admission::Admission;
+pub use admission::{Admission, Refused};
 pub use body::WRITE_CHUNK;
 pub use heartbeat::run_heartbeat;
 
@@ -50,7 +50,12 @@ impl SocketLimits {
             outbox_bytes: usize::try_from(config.ws_outbox_bytes).unwrap_or(usize::MAX),
             send_timeout: Duration::from_secs(config.ws_send_timeout_secs),
             max_per_user: usize::try_from(config.ws_max_sockets_per_user).unwrap_or(usize::MAX),
-            admission: Arc::new(Admission::new(config.ws_admit_rate, config.ws_admit_burst)),
+            admission: Arc::new(Admission::new(
+                config.ws_admit_rate,
+                config.ws_admit_burst,
+                usize::try_from(config.ws_admit_in_flight).unwrap_or(usize::MAX),
+                usize::try_from(config.ws_admit_queue).unwrap_or(usize::MAX),
+            )),
         }
     }
 }
@@ -71,15 +76,14 @@ pub async fn upgrade(
             AppError::client(ErrorCode::Unavailable, "this node is draining; reconnect").into(),
         );
     }
-    if let Err(wait) = limits.admission.admit() {
+    let set_up = limits.admission.admit().await.map_err(|refused| {
         state.metrics.ws_admission_refused.inc();
-        return Err(AppError::retry_later(
-            ErrorCode::Unavailable,
-            "this node takes new sockets at a bounded rate; retry later",
-            wait.as_secs(),
-        )
-        .into());
-    }
+        let why = match refused {
+            Refused::Rate(_) => "this node takes new sockets at a bounded rate; retry later",
+            Refused::Busy(_) => "this node is setting up as many sockets as it can; retry later",
+        };
+        AppError::retry_later(ErrorCode::Unavailable, why, refused.retry_after().as_secs())
+    })?;
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -127,7 +131,7 @@ pub async fn upgrade(
     let state = state.into_inner();
     let task = state
         .sockets
-        .track_future(socket::run(state.clone(), user, socket, stream).instrument(span));
+        .track_future(socket::run(state.clone(), user, socket, set_up, stream).instrument(span));
     actix_web::rt::spawn(task);
     Ok(body::respond(handshake, outbox))
 }

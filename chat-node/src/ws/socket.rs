@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix_ws::{AggregatedMessage, MessageStream, ProtocolError};
 use chat_common::protocol::ServerFrame;
 
+use super::admission::SetUp;
 use super::frames::Connection;
 use super::SocketLimits;
 use crate::bus::outbox::{STALLED, TOO_SLOW};
@@ -33,8 +34,15 @@ pub struct Socket {
     pub limits: SocketLimits,
 }
 
-/// Runs inside the `socket` span [`super::upgrade`] opens.
-pub async fn run(state: Arc<AppState>, user: User, socket: Socket, stream: MessageStream) {
+/// Runs inside the `socket` span [`super::upgrade`] opens; `set_up` is given back to
+/// admission once the socket's first frames are queued.
+pub async fn run(
+    state: Arc<AppState>,
+    user: User,
+    socket: Socket,
+    set_up: SetUp,
+    stream: MessageStream,
+) {
     let mut stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
@@ -47,9 +55,11 @@ pub async fn run(state: Arc<AppState>, user: User, socket: Socket, stream: Messa
     let close = match Box::pin(conn.setup()).await {
         Ok(firsts) => {
             outbox.open_with(firsts.into_iter().map(Frame::Text).collect());
+            drop(set_up);
             serve(&state, &mut conn, &socket, &mut stream).await
         }
         Err(err) => {
+            drop(set_up);
             if let Ok(frame) = frame_text(&ServerFrame::error(err.to_api(), None)) {
                 outbox.open(Frame::Text(frame));
             }
@@ -242,13 +252,15 @@ mod tests {
             .await
             .unwrap();
         let (_, _, stream) = actix_ws::handle(&req, body).unwrap();
+        let admission = Arc::new(Admission::new(1, 1, 1, 0));
+        let set_up = admission.admit().await.unwrap();
         let limits = SocketLimits {
             history_rate: 1,
             history_burst: 1,
             outbox_bytes: 1024,
             send_timeout: Duration::from_secs(1),
             max_per_user: 1,
-            admission: Arc::new(Admission::new(1, 1)),
+            admission,
         };
         let socket = Socket {
             id: 1,
@@ -259,7 +271,7 @@ mod tests {
             id: 1,
             username: "ann".into(),
         };
-        let task = run(state(), user, socket, stream);
+        let task = run(state(), user, socket, set_up, stream);
         let task_bytes = size_of_future(&task);
         let connection = std::mem::size_of::<Connection>();
         println!("socket task future: {task_bytes} bytes, of which Connection {connection}");
