@@ -687,7 +687,7 @@ mod tests {
             frame_type(r#"{"online":true,"username":"a","type":"presence"}"#),
             Some("presence")
         );
-        assert_eq!(frame_type(r#"{"type":"#), Some(""));
+        assert_eq!(frame_type(r#"{"type":"#), None, "cut short");
         assert_eq!(frame_type("not json"), None);
     }
 }

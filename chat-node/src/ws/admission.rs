@@ -42,6 +42,16 @@ pub struct SetUp {
     _permit: OwnedSemaphorePermit,
 }
 
+/// A place in the queue, given back however the wait ends: a client that hangs up drops
+/// the upgrade mid-wait.
+struct InQueue<'a>(&'a AtomicUsize);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Why an upgrade was refused, and when to come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -92,12 +102,13 @@ impl Admission {
             return Ok(SetUp { _permit: permit });
         }
         let busy = Refused::Busy(Duration::from_secs(1));
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
+        let in_queue = InQueue(&self.queued);
+        if ahead >= self.max_queued {
             return Err(busy);
         }
         let permit = tokio::time::timeout(QUEUE_WAIT, self.set_ups.clone().acquire_owned()).await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        drop(in_queue);
         match permit {
             Ok(Ok(permit)) => Ok(SetUp { _permit: permit }),
             _ => Err(busy),
@@ -178,6 +189,15 @@ mod tests {
             admission.admit().await.is_ok(),
             "both set-ups were given back"
         );
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_dropped_while_it_waits_gives_its_place_back() {
+        let admission = Admission::new(1000, 1000, 1, 1);
+        let _held = admission.admit().await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(20), admission.admit()).await;
+        assert!(waited.is_err(), "it was still waiting when dropped");
+        assert_eq!(admission.queued.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
