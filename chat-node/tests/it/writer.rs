@@ -611,17 +611,32 @@ impl PluggedWriter {
             .await
             .expect("the plug is answered")
             .expect("plug task");
-        let mut results = Vec::new();
-        for p in pending {
-            results.push(
-                tokio::time::timeout(Duration::from_secs(10), p)
-                    .await
-                    .expect("every write is answered")
-                    .expect("write task"),
-            );
-        }
-        (plug, results)
+        (plug, answers(pending).await)
     }
+}
+
+/// Each write's answer, in the order given; every one within 10 s.
+async fn answers(
+    writes: Vec<tokio::task::JoinHandle<Result<Stored, WriteError>>>,
+) -> Vec<Result<Stored, WriteError>> {
+    let mut results = Vec::new();
+    for write in writes {
+        results.push(
+            tokio::time::timeout(Duration::from_secs(10), write)
+                .await
+                .expect("every write is answered")
+                .expect("write task"),
+        );
+    }
+    results
+}
+
+/// Batches written so far and the messages in them.
+fn batches(metrics: &WriterMetrics) -> (u64, f64) {
+    (
+        metrics.batch_size.get_sample_count(),
+        metrics.batch_size.get_sample_sum(),
+    )
 }
 
 fn new_message(result: &Result<Stored, WriteError>) -> &chat_common::protocol::ChatMessage {
@@ -851,15 +866,7 @@ async fn a_retry_stored_elsewhere_while_the_batch_waits_for_the_lock() {
         .await
         .expect("release");
 
-    let mut results = Vec::new();
-    for write in writes {
-        results.push(
-            tokio::time::timeout(Duration::from_secs(10), write)
-                .await
-                .expect("every write is answered")
-                .expect("write task"),
-        );
-    }
+    let results = answers(writes).await;
     let first_attempt = match &results[0] {
         Ok(Stored::Duplicate(m)) => {
             assert_eq!(m.text, "the first attempt");
@@ -882,14 +889,7 @@ async fn a_retry_stored_elsewhere_while_the_batch_waits_for_the_lock() {
             (bystander, Some("bystander".to_owned())),
         ]
     );
-    assert_eq!(
-        (
-            w.metrics.batch_size.get_sample_count(),
-            w.metrics.batch_size.get_sample_sum()
-        ),
-        (2, 3.0),
-        "the plug, then one batch"
-    );
+    assert_eq!(batches(&w.metrics), (2, 3.0), "the plug, then one batch");
 }
 
 /// Messages queued while a batch waits for the sequence lock go in that batch, once the
@@ -928,15 +928,7 @@ async fn messages_queued_while_the_batch_waits_for_the_lock_join_it() {
         .expect("release");
     w.release.notify_one();
 
-    let mut results = Vec::new();
-    for write in writes {
-        results.push(
-            tokio::time::timeout(Duration::from_secs(10), write)
-                .await
-                .expect("every write is answered")
-                .expect("write task"),
-        );
-    }
+    let results = answers(writes).await;
     let first = i64::from(new_message(&results[0]).id);
     let late = i64::from(new_message(&results[1]).id);
     match &results[2] {
@@ -951,14 +943,7 @@ async fn messages_queued_while_the_batch_waits_for_the_lock_join_it() {
         .map(|r| r.id)
         .collect();
     assert_eq!(rows, vec![s.old_id, first, late, bare], "each stored once");
-    assert_eq!(
-        (
-            w.metrics.batch_size.get_sample_count(),
-            w.metrics.batch_size.get_sample_sum()
-        ),
-        (1, 4.0),
-        "one batch of all four"
-    );
+    assert_eq!(batches(&w.metrics), (1, 4.0), "one batch of all four");
     let delivered = w.delivered.lock().unwrap().clone();
     assert_eq!(delivered.len(), 1, "one publication");
     let published: Vec<i64> = delivered[0]
