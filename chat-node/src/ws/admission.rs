@@ -24,6 +24,8 @@ use super::rate::TokenBucket;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How long a queued upgrade waits for a set-up before it is refused.
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// When an upgrade refused for want of a set-up should come back.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Admission {
@@ -58,13 +60,14 @@ pub enum Refused {
     /// Over the sustained rate and the burst.
     Rate(Duration),
     /// As many sockets as allowed are being set up, and as many upgrades wait.
-    Busy(Duration),
+    Busy,
 }
 
 impl Refused {
     pub fn retry_after(self) -> Duration {
         match self {
-            Self::Rate(d) | Self::Busy(d) => d,
+            Self::Rate(d) => d,
+            Self::Busy => BUSY_RETRY,
         }
     }
 }
@@ -101,17 +104,16 @@ impl Admission {
         if let Ok(permit) = self.set_ups.clone().try_acquire_owned() {
             return Ok(SetUp { _permit: permit });
         }
-        let busy = Refused::Busy(Duration::from_secs(1));
         let ahead = self.queued.fetch_add(1, Ordering::AcqRel);
         let in_queue = InQueue(&self.queued);
         if ahead >= self.max_queued {
-            return Err(busy);
+            return Err(Refused::Busy);
         }
         let permit = tokio::time::timeout(QUEUE_WAIT, self.set_ups.clone().acquire_owned()).await;
         drop(in_queue);
         match permit {
             Ok(Ok(permit)) => Ok(SetUp { _permit: permit }),
-            _ => Err(busy),
+            _ => Err(Refused::Busy),
         }
     }
 
@@ -172,11 +174,9 @@ mod tests {
         while admission.queued.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(
-            admission.admit().await.unwrap_err(),
-            Refused::Busy(Duration::from_secs(1)),
-            "the queue is full"
-        );
+        let refused = admission.admit().await.unwrap_err();
+        assert_eq!(refused, Refused::Busy, "the queue is full");
+        assert_eq!(refused.retry_after(), Duration::from_secs(1));
         assert!(!waiting.is_finished());
         drop(first);
         let second = waiting

@@ -80,7 +80,7 @@ pub async fn upgrade(
         state.metrics.ws_admission_refused.inc();
         let why = match refused {
             Refused::Rate(_) => "this node takes new sockets at a bounded rate; retry later",
-            Refused::Busy(_) => "this node is setting up as many sockets as it can; retry later",
+            Refused::Busy => "this node is setting up as many sockets as it can; retry later",
         };
         AppError::retry_later(ErrorCode::Unavailable, why, refused.retry_after().as_secs())
     })?;
