@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_session::storage::RedisSessionStore;
 use actix_web::cookie::Key;
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
@@ -39,6 +40,7 @@ pub fn http_server(
             .app_data(web::Data::new(proxies.clone()))
             .wrap(session::middleware(sessions.clone(), key.clone(), secure))
             .wrap_fn(session::store_errors)
+            .wrap(from_fn(ws::admit))
             .wrap_fn(routes::refuse_encoded_bodies)
             .wrap_fn(routes::security_headers)
             .wrap_fn(routes::observe)

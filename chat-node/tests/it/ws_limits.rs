@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::harness::{Cluster, User};
+use crate::harness::{Cluster, User, SHARED_DB_BASE};
+use crate::redis_server::RedisServer;
 
 pub(crate) type Raw = WebSocketStream<TcpStream>;
 
@@ -355,4 +356,58 @@ async fn sync_and_history_have_a_tighter_rate_of_their_own_that_paging_waits_for
         .await;
     let page = a.expect_type("chatHistory").await;
     assert_eq!(page["messages"][2]["text"], "not a read");
+}
+
+/// Calls of `GET` the Redis at `url` has answered: how actix-session loads a session.
+async fn session_reads(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// In a reconnect storm most upgrades are refused; admission comes before the session
+/// middleware, so a refused upgrade costs no session read in Redis. An upgrade without a
+/// session cookie is not counted against admission: it gets 401 however busy the node is.
+#[tokio::test]
+async fn an_upgrade_refused_by_admission_costs_no_session_read() {
+    let redis = RedisServer::start().await;
+    let c = Cluster::start_on_servers(
+        1,
+        &[("CHAT_WS_ADMIT_RATE", "1"), ("CHAT_WS_ADMIT_BURST", "1")],
+        SHARED_DB_BASE,
+        &redis.url(),
+    )
+    .await;
+    let alice = c.login_new(0, "alice").await;
+    let _open = alice.ws().await;
+
+    let before = session_reads(&redis.url()).await;
+    let (mut refused, mut admitted) = (0, 0);
+    for _ in 0..20 {
+        match alice.try_ws_at(&c.url(0), None).await {
+            Err(Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                assert!(resp.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            Ok(_) => admitted += 1,
+            Err(e) => panic!("upgrade failed: {e}"),
+        }
+    }
+    let reads = session_reads(&redis.url()).await - before;
+    assert!(refused >= 10, "{refused} refused, {admitted} admitted");
+    assert_eq!(reads, admitted, "only admitted upgrades read the session");
+
+    match c.user(0).try_ws_at(&c.url(0), None).await {
+        Err(Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| "a socket")),
+    }
 }

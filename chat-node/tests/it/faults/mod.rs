@@ -176,7 +176,8 @@ fn sync_frame(after: i64) -> Value {
 }
 
 /// Opens a socket on the home node, or the next one that takes it; logs in again on
-/// 401. `None` once the phase is `Done`.
+/// 401, and comes back to the same node when its 503 says when (`Retry-After`), as the
+/// browser does. `None` once the phase is `Done`.
 async fn connect(ctx: &mut Ctx) -> Option<(WsSender, WsReader)> {
     let n = ctx.upstreams.len();
     let mut attempt = 0usize;
@@ -224,6 +225,21 @@ async fn connect(ctx: &mut Ctx) -> Option<(WsSender, WsReader)> {
                     }
                 }
                 Ok(Err(tungstenite::Error::Http(resp))) => {
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let (503, Some(after)) = (resp.status().as_u16(), retry_after) {
+                        // Admission: this node takes the socket later, as it says.
+                        *lock(&ctx.log)
+                            .connect_errors
+                            .entry("upgrade 503 retry-after".to_owned())
+                            .or_default() += 1;
+                        let wait = Duration::from_secs(after);
+                        tokio::time::sleep(wait / 2 + jitter(wait.as_millis() as u64)).await;
+                        continue;
+                    }
                     format!("upgrade {}", resp.status().as_u16())
                 }
                 Ok(Err(tungstenite::Error::Io(e))) => format!("io {:?}", e.kind()),
