@@ -89,6 +89,12 @@ pub struct Config {
     /// How often a node renews its presence keys.
     #[arg(long, env = "CHAT_PRESENCE_HEARTBEAT_MS", default_value_t = 5000)]
     pub presence_heartbeat_ms: u64,
+    /// A socket is written presence changes at most once per this many ms (a lone change
+    /// goes out within 50 ms), so that a storm of them (a reconnect storm brings thousands
+    /// of users online) costs one write per socket per batch instead of one per change.
+    /// Chat messages never wait.
+    #[arg(long, env = "CHAT_PRESENCE_BATCH_MS", default_value_t = 1000)]
+    pub presence_batch_ms: u64,
     /// A node whose heartbeat is older than this is dead and its users go offline.
     #[arg(long, env = "CHAT_PRESENCE_DEAD_AFTER_MS", default_value_t = 15000)]
     pub presence_dead_after_ms: u64,
@@ -165,11 +171,12 @@ pub struct Config {
     pub ws_admit_burst: u32,
     /// Sockets a node sets up at once (from the upgrade to the first frames), whatever the
     /// rate allows; further upgrades wait for one.
-    #[arg(long, env = "CHAT_WS_ADMIT_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CHAT_WS_ADMIT_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_admit_in_flight: u64,
     /// Upgrades that may wait (up to 5 s) for a set-up; past this, or after the wait, an
-    /// upgrade gets 503 with Retry-After 1.
-    #[arg(long, env = "CHAT_WS_ADMIT_QUEUE", default_value_t = 256)]
+    /// upgrade gets 503 with Retry-After 1. A waiting upgrade costs an open connection and
+    /// no Redis or MySQL call; a refused one sends its client into backoff.
+    #[arg(long, env = "CHAT_WS_ADMIT_QUEUE", default_value_t = 8192)]
     pub ws_admit_queue: u64,
     // Rooms: what one room and one user may grow to.
     /// Members a room may have, its owner included (at most PROTOCOL.md's 1000); past it
@@ -248,6 +255,10 @@ impl Config {
 
     pub fn presence_heartbeat(&self) -> Duration {
         Duration::from_millis(self.presence_heartbeat_ms.max(100))
+    }
+
+    pub fn presence_batch(&self) -> Duration {
+        Duration::from_millis(self.presence_batch_ms)
     }
 
     pub fn presence_dead_after(&self) -> Duration {

@@ -81,7 +81,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     presence.leave().await?;
     presence.heartbeat(&[]).await?;
 
-    let (hub, flush_rx) = Hub::new(redis.keys.clone(), metrics.clone());
+    let (hub, flush_rx) = Hub::new(redis.keys.clone(), metrics.clone(), config.presence_batch());
     let limits = Limits {
         bcrypt_cost: config.bcrypt_cost,
         login_max_failures: config.login_max_failures,

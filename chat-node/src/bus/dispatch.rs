@@ -297,8 +297,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::directory::{listing, Head};
-    use super::super::hub::tests::{dirty, hub, open_outbox, socket, text, user};
-    use super::super::hub::PRESENCE_BATCH;
+    use super::super::hub::tests::{dirty, hub, open_outbox, socket, text, user, PRESENCE_BATCH};
+    use super::super::hub::PRESENCE_DELAY;
     use super::super::outbox::{Frame, TOO_SLOW};
     use super::*;
 
@@ -351,11 +351,41 @@ mod tests {
         presence(&hub, 2, "ben");
         presence(&hub, 3, "cat");
         let due = hub.nudge_due().expect("a batch is due");
-        assert!(due <= tokio::time::Instant::now() + PRESENCE_BATCH);
+        assert!(due <= tokio::time::Instant::now() + PRESENCE_DELAY);
         hub.nudge_all();
         assert_eq!(hub.nudge_due(), None);
         assert!(text(&ra).is_some_and(|t| t.contains("ben")));
         assert!(text(&ra).is_some_and(|t| t.contains("cat")));
+    }
+
+    /// A lone change waits only the short delay; once a batch went out, the changes
+    /// that follow wait for the rest of the batch period, however many they are.
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_presence_change_goes_out_soon_and_a_storm_once_per_batch() {
+        use tokio::time::{advance, Instant};
+        let hub = hub();
+        let (a, ra) = socket(&hub, 1, "ann");
+        hub.watch(a, [2, 3, 4]);
+        presence(&hub, 2, "ben");
+        assert_eq!(hub.nudge_due(), Some(Instant::now() + PRESENCE_DELAY));
+        advance(PRESENCE_DELAY).await;
+        hub.nudge_all();
+        let first_batch = Instant::now();
+        assert!(text(&ra).is_some_and(|t| t.contains("ben")));
+
+        advance(PRESENCE_DELAY).await;
+        presence(&hub, 3, "cat");
+        presence(&hub, 4, "dan");
+        assert_eq!(hub.nudge_due(), Some(first_batch + PRESENCE_BATCH));
+        advance(PRESENCE_BATCH).await;
+        hub.nudge_all();
+        assert!(text(&ra).is_some_and(|t| t.contains("cat")));
+        assert!(text(&ra).is_some_and(|t| t.contains("dan")));
+
+        // Quiet for longer than a batch: the next lone change goes out soon again.
+        advance(PRESENCE_BATCH * 2).await;
+        presence(&hub, 2, "ben");
+        assert_eq!(hub.nudge_due(), Some(Instant::now() + PRESENCE_DELAY));
     }
 
     #[test]

@@ -37,11 +37,6 @@ pub type ConnId = u64;
 
 /// How long a new socket waits for its subscriptions before giving up.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Presence frames wait at most this long for their socket's writer, so that a storm of
-/// them (thousands of users coming online) goes out in a few writes per socket rather
-/// than one each.
-pub const PRESENCE_BATCH: Duration = Duration::from_millis(50);
-
 /// The user already has the most sockets the node allows one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many sockets for one user")]
@@ -187,7 +182,7 @@ impl Registry {
     }
 
     /// Like [`Self::broadcast`], without waking the writers: returns the outboxes to
-    /// nudge once the batch is due ([`PRESENCE_BATCH`]).
+    /// nudge once the batch is due (`CHAT_PRESENCE_BATCH_MS`).
     pub(super) fn broadcast_later(
         &self,
         ids: &[ConnId],
@@ -367,11 +362,18 @@ struct HubInner {
     nudges: Mutex<Nudges>,
 }
 
+/// How long presence frames wait for their writer at least, so that changes arriving
+/// together go out together.
+pub const PRESENCE_DELAY: Duration = Duration::from_millis(50);
+
 /// Outboxes holding presence frames their writer was not woken for.
-#[derive(Default)]
 struct Nudges {
     outboxes: Vec<Outbox>,
     due: Option<tokio::time::Instant>,
+    /// Writers are woken for presence at most once per `batch`…
+    batch: Duration,
+    /// …counted from the last time.
+    last: Option<tokio::time::Instant>,
 }
 
 #[derive(Default)]
@@ -384,7 +386,10 @@ struct CachedHead {
 pub type FlushRequests = mpsc::UnboundedReceiver<oneshot::Sender<()>>;
 
 impl Hub {
-    pub fn new(keys: Keys, metrics: Metrics) -> (Self, FlushRequests) {
+    /// Presence frames wait [`PRESENCE_DELAY`] for their socket's writer, and in a storm
+    /// of them (thousands of users coming online) up to `presence_batch`, so that each
+    /// socket gets them in one write per `presence_batch` rather than one each.
+    pub fn new(keys: Keys, metrics: Metrics, presence_batch: Duration) -> (Self, FlushRequests) {
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let hub = Self {
             inner: Arc::new(HubInner {
@@ -397,7 +402,12 @@ impl Hub {
                 head: Mutex::new(CachedHead::default()),
                 directory_generation: AtomicU64::new(1),
                 head_reload: tokio::sync::Mutex::new(()),
-                nudges: Mutex::new(Nudges::default()),
+                nudges: Mutex::new(Nudges {
+                    outboxes: Vec::new(),
+                    due: None,
+                    batch: presence_batch,
+                    last: None,
+                }),
             }),
         };
         (hub, flush_rx)
@@ -436,15 +446,19 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers outboxes to wake when the batch is due.
+    /// Remembers outboxes to wake when the batch is due: [`PRESENCE_DELAY`] from now, or
+    /// a whole batch after the last one if that is later. A lone change goes out at once;
+    /// a storm's changes go out once per batch.
     pub(super) fn nudge_later(&self, outboxes: Vec<Outbox>) {
         if outboxes.is_empty() {
             return;
         }
         let mut nudges = self.nudges();
-        nudges
-            .due
-            .get_or_insert_with(|| tokio::time::Instant::now() + PRESENCE_BATCH);
+        if nudges.due.is_none() {
+            let soon = tokio::time::Instant::now() + PRESENCE_DELAY;
+            let next = nudges.last.map(|last| last + nudges.batch);
+            nudges.due = Some(next.map_or(soon, |next| next.max(soon)));
+        }
         nudges.outboxes.extend(outboxes);
     }
 
@@ -458,6 +472,7 @@ impl Hub {
         let outboxes = {
             let mut nudges = self.nudges();
             nudges.due = None;
+            nudges.last = Some(tokio::time::Instant::now());
             std::mem::take(&mut nudges.outboxes)
         };
         for outbox in outboxes {
@@ -755,8 +770,10 @@ impl Hub {
 pub(super) mod tests {
     use super::*;
 
+    pub const PRESENCE_BATCH: Duration = Duration::from_secs(1);
+
     pub fn hub() -> Hub {
-        Hub::new(Keys::new("t"), Metrics::new().unwrap()).0
+        Hub::new(Keys::new("t"), Metrics::new().unwrap(), PRESENCE_BATCH).0
     }
 
     pub fn user(id: i64, name: &str) -> User {

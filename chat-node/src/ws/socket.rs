@@ -200,7 +200,7 @@ mod tests {
             metrics.redis_pool_wait.clone(),
         )
         .unwrap();
-        let (hub, _) = Hub::new(redis.keys.clone(), metrics.clone());
+        let (hub, _) = Hub::new(redis.keys.clone(), metrics.clone(), Duration::ZERO);
         let publisher = Publisher::new(redis.clone(), metrics.clone());
         let writer = Writer::start(
             url,
