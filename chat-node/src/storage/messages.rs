@@ -11,6 +11,7 @@ use diesel_async::RunQueryDsl;
 
 use super::prepared::Prepared;
 use super::schema::channels;
+use super::users::User;
 use super::{Db, StoreError};
 
 /// A message row with its names resolved, as history and `sync` read it.
@@ -47,6 +48,21 @@ impl WireRow {
             client_id: self.client_id,
         })
     }
+}
+
+/// A message row of a one-to-one conversation, whose two users the caller knows.
+#[derive(QueryableByName)]
+struct PeerRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    sender_id: i64,
+    #[diesel(sql_type = Text)]
+    body: String,
+    #[diesel(sql_type = Datetime)]
+    sent_at: NaiveDateTime,
+    #[diesel(sql_type = Nullable<Varchar>)]
+    client_id: Option<String>,
 }
 
 /// What a wire message is made of, wherever it was read or written.
@@ -95,6 +111,11 @@ static HISTORY: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// One page of a one-to-one conversation: one range scan, no join (both names are known).
+const PEER_HISTORY: &str = "SELECT id, sender_id, body, sent_at, client_id \
+     FROM messages FORCE INDEX (messages_channel_id_idx) \
+     WHERE channel_id = ? AND id < ? ORDER BY id DESC LIMIT ?";
+
 impl Db {
     /// The conversation of two distinct users, created on first use.
     pub async fn channel_between(&self, a: i64, b: i64) -> Result<i64, StoreError> {
@@ -113,8 +134,8 @@ impl Db {
         .await
     }
 
-    /// The newest `limit` messages of a conversation (one-to-one or a room's) older than
-    /// `before`, oldest first, and whether older ones remain.
+    /// The newest `limit` messages of a room's conversation older than `before`, oldest
+    /// first, and whether older ones remain (one-to-one: [`Self::peer_history`]).
     pub async fn history(
         &self,
         channel_id: i64,
@@ -139,6 +160,56 @@ impl Db {
         let messages = rows
             .into_iter()
             .map(WireRow::into_wire)
+            .collect::<Result<_, _>>()?;
+        Ok((messages, has_more))
+    }
+
+    /// Like [`Self::history`] for the one-to-one conversation `channel_id` of `me` and
+    /// `peer`: names come from the two users instead of joins, which halves MariaDB's
+    /// time per page (it plans a prepared statement again on every execution).
+    pub async fn peer_history(
+        &self,
+        channel_id: i64,
+        (me, peer): (&User, &User),
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
+        let query = Prepared::new(
+            PEER_HISTORY,
+            vec![
+                channel_id,
+                before.map_or(i64::MAX, i64::from),
+                i64::from(limit) + 1,
+            ],
+        );
+        let mut rows: Vec<PeerRow> = self.run(async |conn| query.load(conn).await).await?;
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        rows.reverse();
+        let messages = rows
+            .into_iter()
+            .map(|row| {
+                let (from, to) = if row.sender_id == me.id {
+                    (me, peer)
+                } else if row.sender_id == peer.id {
+                    (peer, me)
+                } else {
+                    return Err(StoreError::Range(format!(
+                        "message {} of channel {channel_id} is from user {}",
+                        row.id, row.sender_id
+                    )));
+                };
+                to_wire(Wire {
+                    id: row.id,
+                    channel: channel_id,
+                    room: None,
+                    from: &from.username,
+                    to: Some(&to.username),
+                    text: row.body,
+                    sent_at: row.sent_at,
+                    client_id: row.client_id,
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok((messages, has_more))
     }

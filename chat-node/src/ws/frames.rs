@@ -351,19 +351,23 @@ impl Connection {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Option<ByteString>, AppError> {
-        let (channel, peer, room) = match &conversation {
+        let (channel, peer, room, (mut messages, has_more)) = match &conversation {
             Conversation::Peer(name) => {
                 let peer = self.peer(name).await?;
                 let channel = self.channel(&peer).await?;
                 self.state.hub.watch(self.id, [peer.id]);
-                (channel, Some(peer.username), None)
+                let db = &self.state.db;
+                let page = db
+                    .peer_history(channel, (&self.me, &peer), before, limit)
+                    .await?;
+                (channel, Some(peer.username), None, page)
             }
             Conversation::Room(room) => {
                 let channel = self.member_channel(room_id(*room)?).await?;
-                (channel, None, Some(*room))
+                let page = self.state.db.history(channel, before, limit).await?;
+                (channel, None, Some(*room), page)
             }
         };
-        let (mut messages, has_more) = self.state.db.history(channel, before, limit).await?;
         // A page runs oldest first and the next one is older: keep the newest.
         let has_more = fit(&mut messages, true) || has_more;
         let conversation = match peer.as_ref() {
