@@ -289,3 +289,35 @@ async fn the_directory_lists_peers_and_users_who_register_later_still_chat() {
         json!({"type": "presence", "username": late.username, "online": false})
     );
 }
+
+/// A one-to-one page names sender and recipient from the two users rather than from
+/// joins: each message of a page in both directions reads exactly as `sync` (which joins
+/// the names) returns it.
+#[tokio::test]
+async fn a_history_page_reads_each_message_as_sync_does_in_both_directions() {
+    let c = Cluster::start(1).await;
+    let alice = c.login_new(0, "alice").await;
+    let bob = c.login_new(0, "bob").await;
+    let mut a = alice.ws().await;
+    let mut b = bob.ws().await;
+    for i in 0..3 {
+        a.send_acked(&bob.username, &format!("a{i}")).await;
+        b.send_acked(&alice.username, &format!("b{i}")).await;
+    }
+    a.send(json!({"type": "chatHistory", "peer": bob.username}))
+        .await;
+    let page = a.expect_type("chatHistory").await;
+    a.send(json!({"type": "sync", "after": 0})).await;
+    let synced = a.expect_type("sync").await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(6));
+    assert_eq!(page["messages"], synced["messages"]);
+    for m in page["messages"].as_array().unwrap() {
+        let (from, to) = if m["text"].as_str().unwrap().starts_with('a') {
+            (&alice.username, &bob.username)
+        } else {
+            (&bob.username, &alice.username)
+        };
+        assert_eq!(m["from"], from.as_str(), "{m}");
+        assert_eq!(m["to"], to.as_str(), "{m}");
+    }
+}
