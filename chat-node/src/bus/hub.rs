@@ -37,6 +37,7 @@ pub type ConnId = u64;
 
 /// How long a new socket waits for its subscriptions before giving up.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The user already has the most sockets the node allows one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many sockets for one user")]
@@ -447,8 +448,8 @@ impl Hub {
     }
 
     /// Remembers outboxes to wake when the batch is due: [`PRESENCE_DELAY`] from now, or
-    /// a whole batch after the last one if that is later. A lone change goes out at once;
-    /// a storm's changes go out once per batch.
+    /// a whole batch after the last one if that is later. A lone change goes out after the
+    /// short delay; a storm's changes go out once per batch.
     pub(super) fn nudge_later(&self, outboxes: Vec<Outbox>) {
         if outboxes.is_empty() {
             return;

@@ -1,7 +1,8 @@
 //! WebSockets: the route ([`configure`]), the upgrade ([`upgrade`]) and how fast the node
-//! admits them ([`admission`], applied by [`admit`] before the session is read), one task per socket ([`socket`]) writing through its own
-//! response body ([`body`]), what each client frame does ([`frames`]), the per-socket rate
-//! limits ([`rate`]) and the node's one heartbeat for every socket ([`heartbeat`]).
+//! admits them ([`admission`], applied by [`admit`] before the session is read), one task
+//! per socket ([`socket`]) writing through its own response body ([`body`]), what each
+//! client frame does ([`frames`]), the per-socket rate limits ([`rate`]) and the node's
+//! one heartbeat for every socket ([`heartbeat`]).
 
 pub mod admission;
 mod body;
