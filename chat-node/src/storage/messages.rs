@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use chat_common::protocol::ChatMessage;
 use chat_common::MessageId;
 use chrono::NaiveDateTime;
+use diesel::mysql::Mysql;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Datetime, Nullable, Text, Varchar};
 use diesel_async::RunQueryDsl;
@@ -145,23 +146,41 @@ impl Db {
         // Without the hint MariaDB may pick a `ref` scan of the whole channel and skip the
         // rows newer than `before`; the hint keeps it one range scan of LIMIT rows (see
         // docs/design.md).
+        let (rows, has_more) = self
+            .page::<WireRow>(&HISTORY, channel_id, before, limit)
+            .await?;
+        let messages = rows
+            .into_iter()
+            .map(WireRow::into_wire)
+            .collect::<Result<_, _>>()?;
+        Ok((messages, has_more))
+    }
+
+    /// The rows of a page query (`?`s: channel, before, `limit + 1`), oldest first, at
+    /// most `limit` of them, and whether older ones remain.
+    async fn page<R>(
+        &self,
+        sql: &'static str,
+        channel_id: i64,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<(Vec<R>, bool), StoreError>
+    where
+        R: QueryableByName<Mysql> + Send + 'static,
+    {
         let query = Prepared::new(
-            &HISTORY,
+            sql,
             vec![
                 channel_id,
                 before.map_or(i64::MAX, i64::from),
                 i64::from(limit) + 1,
             ],
         );
-        let mut rows: Vec<WireRow> = self.run(async |conn| query.load(conn).await).await?;
+        let mut rows: Vec<R> = self.run(async |conn| query.load(conn).await).await?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         rows.reverse();
-        let messages = rows
-            .into_iter()
-            .map(WireRow::into_wire)
-            .collect::<Result<_, _>>()?;
-        Ok((messages, has_more))
+        Ok((rows, has_more))
     }
 
     /// Like [`Self::history`] for the one-to-one conversation `channel_id` of `me` and
@@ -174,18 +193,9 @@ impl Db {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
-        let query = Prepared::new(
-            PEER_HISTORY,
-            vec![
-                channel_id,
-                before.map_or(i64::MAX, i64::from),
-                i64::from(limit) + 1,
-            ],
-        );
-        let mut rows: Vec<PeerRow> = self.run(async |conn| query.load(conn).await).await?;
-        let has_more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        rows.reverse();
+        let (rows, has_more) = self
+            .page::<PeerRow>(PEER_HISTORY, channel_id, before, limit)
+            .await?;
         let messages = rows
             .into_iter()
             .map(|row| {
